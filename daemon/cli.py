@@ -1,0 +1,331 @@
+"""`banked`: the command line. Talks to the daemon, starting it when none runs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import difflib
+import hashlib
+import json
+import logging
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from . import config, model_store, paths, rpc
+from .client import Client, DaemonUnavailable, connect
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+class CliError(Exception):
+    pass
+
+
+# -- arguments ---------------------------------------------------------------------------------
+
+def parse_location(spec: str) -> tuple[Path, int, int]:
+    m = re.fullmatch(r"(.+):(\d+):(\d+)", spec)
+    if not m:
+        raise CliError(f"expected FILE:LINE:COL (1-based), got {spec!r}")
+    return Path(m.group(1)).resolve(), int(m.group(2)), int(m.group(3))
+
+
+def parse_range(spec: str, required: bool) -> tuple[Path, int | None, int | None]:
+    m = re.fullmatch(r"(.+):(\d+)-(\d+)", spec)
+    if m:
+        a, b = int(m.group(2)), int(m.group(3))
+        if a < 1 or b < a:
+            raise CliError(f"bad line range {a}-{b}: lines are 1-based and START <= END")
+        return Path(m.group(1)).resolve(), a, b
+    if required:
+        raise CliError(f"expected FILE:START-END, got {spec!r}")
+    return Path(spec).resolve(), None, None
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+def bytes_progress(label: str) -> Progress:
+    return Progress(TextColumn(label), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                    console=err, transient=True)
+
+
+def ensure_model() -> None:
+    """Assemble the embedded model here, with a progress bar, before a daemon needs it."""
+    cfg = config.load()
+    if cfg.model or model_store.is_ready():
+        return
+    with bytes_progress("assembling the default model") as bar:
+        task = bar.add_task("model", total=model_store.DEFAULT_MODEL_SIZE)
+        model_store.ensure_default_model(lambda done, total: bar.update(task, completed=done))
+
+
+def client() -> Client:
+    ensure_model()
+    with err.status("starting the banked daemon…"):
+        return connect(autostart=True)
+
+
+def stream_call(c: Client, method: str, params: dict[str, Any], show: bool = True,
+                progress_label: str = "") -> Any:
+    """Call `method`, printing streamed text or a progress bar while it runs."""
+    bar: Progress | None = None
+    task = None
+
+    def on_notify(name: str, p: Any) -> None:
+        nonlocal bar, task
+        if name == "banked/text" and show:
+            out.print(p.get("text", ""), end="", markup=False, soft_wrap=True)
+        elif name == "banked/progress" and progress_label:
+            if bar is None:
+                bar = Progress(TextColumn(progress_label), BarColumn(), TaskProgressColumn(),
+                               TextColumn("{task.completed}/{task.total} tokens"), TimeRemainingColumn(),
+                               console=err, transient=True)
+                bar.start()
+                task = bar.add_task("t", total=p["total"])
+            assert task is not None
+            bar.update(task, completed=p["done"], total=p["total"])
+
+    try:
+        return c.call(method, params, on_notify)
+    finally:
+        if bar is not None:
+            bar.stop()
+
+
+def atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".banked")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, path.stat().st_mode & 0o7777)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def apply_replacement(text: str, start: int, end: int, replacement: str) -> str:
+    lines = text.splitlines(keepends=True)
+    if replacement and not replacement.endswith("\n") and end < len(lines):
+        replacement += "\n"
+    return "".join(lines[: start - 1]) + replacement + "".join(lines[end:])
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .engines import EngineError, make_engine
+    from .server import AlreadyRunning, serve
+    from .service import Daemon
+
+    level = logging.DEBUG if os.environ.get("BANKED_DEBUG") else logging.INFO
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    if sys.stderr.isatty():
+        paths.log_dir().mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(paths.log_dir() / "daemon.log"))
+    logging.basicConfig(level=level, handlers=handlers,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        c = Client.connect()
+        pid = c.call("ping").get("pid")
+        c.close()
+        err.print(f"a banked daemon is already running (pid {pid}) on {paths.socket_path()}")
+        return 1
+    except (OSError, DaemonUnavailable):
+        pass
+    try:
+        cfg = config.load()
+        engine = make_engine(cfg)
+        asyncio.run(serve(Daemon(cfg, engine)))
+    except AlreadyRunning as exc:
+        err.print(str(exc))
+        return 1
+    except (EngineError, model_store.ModelError, config.ConfigError) as exc:
+        err.print(f"[red]banked serve:[/] {exc}")
+        return 1
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    try:
+        c = connect(autostart=False)
+    except DaemonUnavailable:
+        out.print("no banked daemon is running")
+        return 0
+    with c:
+        pid = c.call("ping")["pid"]
+        c.call("stop")
+    out.print(f"stopped the banked daemon (pid {pid}); its snapshot is written on the way out")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    try:
+        c = connect(autostart=False)
+    except DaemonUnavailable as exc:
+        if args.json:
+            print(json.dumps({"running": False}))
+            return 1
+        out.print(str(exc))
+        return 1
+    with c:
+        st = c.call("status")
+    if args.json:
+        print(json.dumps({"running": True, **st}, indent=2))
+        return 0
+    e = st["engine"]
+    out.print(f"[bold]banked[/] {st['version']} — daemon pid {st['pid']}, up {st['uptime_s']:.0f}s")
+    out.print(f"engine [bold]{e['name']}[/] · model {e['model']} · device {e['device']}")
+    out.print(f"cache {st['cached_tokens']:,} / {st['capacity']:,} tokens "
+              f"({e['bytes_per_token'] * st['cached_tokens'] / 2**20:.1f} MiB)")
+    t = Table("workspace", "files", "tokens", "active", "snapshot")
+    for w in st["workspaces"]:
+        t.add_row(w["root"], str(w["files"]), str(w["tokens"] or "-"), "yes" if w["active"] else "",
+                  w["snapshot"])
+    out.print(t)
+    out.print(f"socket {st['socket']}")
+    return 0
+
+
+def cmd_warm(args: argparse.Namespace) -> int:
+    root = Path(args.dir).resolve()
+    with client() as c:
+        res = stream_call(c, "warm", {"root": str(root)}, progress_label="warming")
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        out.print(f"warmed {res['root']}: {res['files']} files, {res['tokens']:,} tokens "
+                  f"({res['prefilled_tokens']:,} prefilled) in {res['seconds']:.2f}s")
+        if res["dropped"]:
+            out.print(f"{len(res['dropped'])} files did not fit the token budget")
+    return 0
+
+
+def cmd_complete(args: argparse.Namespace) -> int:
+    path, line, col = parse_location(args.location)
+    params: dict[str, Any] = {"path": str(path), "line": line - 1, "col": col - 1}
+    if args.workspace:
+        params["workspace"] = str(Path(args.workspace).resolve())
+    if args.max_tokens:
+        params["max_tokens"] = args.max_tokens
+    with client() as c:
+        res = stream_call(c, "complete", params, show=False)
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        print(res["text"])
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    path, start, end = parse_range(args.target, required=False)
+    params: dict[str, Any] = {"path": str(path), "start_line": start, "end_line": end}
+    if args.workspace:
+        params["workspace"] = str(Path(args.workspace).resolve())
+    with client() as c:
+        res = stream_call(c, "explain", params, show=not args.json)
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        out.print()
+    return 0
+
+
+def cmd_refactor(args: argparse.Namespace) -> int:
+    path, start, end = parse_range(args.target, required=True)
+    params: dict[str, Any] = {"path": str(path), "start_line": start, "end_line": end,
+                              "instruction": args.instruction}
+    if args.workspace:
+        params["workspace"] = str(Path(args.workspace).resolve())
+    with client() as c, err.status("refactoring…"):
+        res = stream_call(c, "refactor", params, show=False)
+    old = path.read_text(encoding="utf-8")
+    if hashlib.sha256(old.encode()).hexdigest() != res["digest"]:
+        raise CliError(f"{path} changed while the refactor ran; nothing written, run it again")
+    new = apply_replacement(old, res["start_line"], res["end_line"], res["replacement"])
+    diff = "".join(difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True),
+                                        f"a/{res['path']}", f"b/{res['path']}"))
+    if args.json:
+        print(json.dumps({**res, "diff": diff}, indent=2))
+    else:
+        print(diff or "(no change)", end="" if diff else "\n")
+    if args.apply and diff:
+        atomic_write(path, new)
+        err.print(f"applied to {path}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(out, err, client)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="banked", description="A local coding assistant with the whole workspace warm.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("serve", help="run the daemon in the foreground").set_defaults(fn=cmd_serve)
+    sub.add_parser("stop", help="stop the daemon (writes its snapshot)").set_defaults(fn=cmd_stop)
+    s = sub.add_parser("status", help="engine, cache and workspaces")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_status)
+    s = sub.add_parser("warm", help="load a workspace into the cache")
+    s.add_argument("dir")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_warm)
+    s = sub.add_parser("complete", help="complete at FILE:LINE:COL (1-based)")
+    s.add_argument("location")
+    s.add_argument("--workspace")
+    s.add_argument("--max-tokens", type=int, default=0)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_complete)
+    s = sub.add_parser("explain", help="explain FILE[:START-END]")
+    s.add_argument("target")
+    s.add_argument("--workspace")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_explain)
+    s = sub.add_parser("refactor", help="refactor FILE:START-END as instructed; prints a diff")
+    s.add_argument("target")
+    s.add_argument("instruction")
+    s.add_argument("--apply", action="store_true", help="write the change (refused if the file changed)")
+    s.add_argument("--workspace")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_refactor)
+    sub.add_parser("demo", help="warm a sample workspace; complete, explain, refactor").set_defaults(fn=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    fn: Callable[[argparse.Namespace], int] = args.fn
+    try:
+        code = fn(args)
+    except (CliError, DaemonUnavailable, model_store.ModelError, config.ConfigError) as exc:
+        err.print(f"[red]banked:[/] {exc}")
+        code = 2
+    except rpc.RemoteError as exc:
+        err.print(f"[red]banked {args.cmd}:[/] {exc}")
+        code = 1
+    except KeyboardInterrupt:
+        err.print("cancelled")
+        code = 130
+    sys.exit(code)

@@ -1,0 +1,125 @@
+"""A blocking client of the daemon (the CLI's; tests use it too), auto-starting it like dmypy."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from . import paths, rpc
+
+OnNotify = Callable[[str, Any], None]
+
+
+class DaemonUnavailable(RuntimeError):
+    pass
+
+
+class Client:
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self._ids = itertools.count(1)
+        self._unpacker = rpc.unpacker()
+        self._backlog: list[rpc.Message] = []
+
+    @classmethod
+    def connect(cls, path: Path | None = None) -> Client:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(str(path or paths.socket_path()))
+        except OSError:
+            s.close()
+            raise
+        return cls(s)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def notify(self, method: str, params: Any) -> None:
+        self.sock.sendall(rpc.notification(method, params))
+
+    def send_request(self, method: str, params: Any) -> int:
+        msgid = next(self._ids)
+        self.sock.sendall(rpc.request(msgid, method, params))
+        return msgid
+
+    def _next(self) -> rpc.Message:
+        while True:
+            for obj in self._unpacker:
+                return rpc.parse(obj)
+            data = self.sock.recv(65536)
+            if not data:
+                raise DaemonUnavailable("the daemon closed the connection (see `banked status` and its log)")
+            self._unpacker.feed(data)
+
+    def wait(self, msgid: int, on_notify: OnNotify | None = None) -> Any:
+        while True:
+            msg = self._next()
+            if msg.kind == rpc.RESPONSE and msg.id == msgid:
+                if msg.error:
+                    err = msg.error if isinstance(msg.error, dict) else {"message": str(msg.error)}
+                    raise rpc.RemoteError(str(err.get("code", "error")), str(err.get("message", err)))
+                return msg.result
+            if msg.kind == rpc.NOTIFICATION and on_notify is not None:
+                on_notify(msg.method or "", msg.params)
+
+    def call(self, method: str, params: Any = None, on_notify: OnNotify | None = None) -> Any:
+        msgid = self.send_request(method, params if params is not None else {})
+        try:
+            return self.wait(msgid, on_notify)
+        except KeyboardInterrupt:
+            with contextlib.suppress(OSError):
+                self.notify("cancel", {"id": msgid})
+            raise
+
+
+def start_daemon(log_file: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start `banked serve` detached from this terminal; its output goes to the log dir."""
+    log_file = log_file or paths.log_dir() / "daemon.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "banked.daemon", "serve"],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+            env=os.environ.copy(),
+        )
+
+
+def connect(autostart: bool = True, timeout: float = 180.0) -> Client:
+    """A client of the running daemon, starting one when none runs (unless told not to)."""
+    try:
+        return Client.connect()
+    except (FileNotFoundError, ConnectionRefusedError):
+        if not autostart:
+            raise DaemonUnavailable("no banked daemon is running; start one with `banked serve`") from None
+    proc = start_daemon()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            return Client.connect()
+        except (FileNotFoundError, ConnectionRefusedError):
+            pass
+        if proc.poll() is not None:
+            # Lost a race with another starter? Then its daemon is the one to use.
+            with contextlib.suppress(FileNotFoundError, ConnectionRefusedError):
+                time.sleep(0.5)
+                return Client.connect()
+            log = paths.log_dir() / "daemon.log"
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise DaemonUnavailable(f"the daemon exited with status {proc.returncode}:\n{tail}")
+        time.sleep(0.1)
+    raise DaemonUnavailable(f"the daemon did not start within {timeout:.0f}s; see {paths.log_dir()}")

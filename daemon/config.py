@@ -1,0 +1,89 @@
+"""Configuration: `config.toml` in the user config dir, overridable per key by environment.
+
+The daemon reads it once at start. Unknown keys are an error so that a typo does
+not silently leave a default in place.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from . import paths
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class Config:
+    # engine: "auto" picks exl2 when CUDA and an EXL2 model are present, else llamacpp.
+    engine: str = "auto"
+    # model: path to a GGUF file (llamacpp) or EXL2 directory; "" = the embedded default.
+    model: str = ""
+    n_ctx: int = 32768
+    n_threads: int = 0  # 0 = all cores
+    prefill_chunk: int = 256
+    # Completion shape.
+    max_tokens: int = 64
+    max_lines: int = 10
+    suffix_tokens: int = 64
+    prefix_lines: int = 1000
+    # Chat (explain/refactor).
+    chat_max_tokens: int = 512
+    # Workspace rules.
+    max_file_bytes: int = 512 * 1024
+    extra_excludes: list[str] = field(default_factory=list)
+    include_secrets: bool = False
+    # Background behaviour.
+    debounce_s: float = 0.3
+    compact_idle_s: float = 1.5
+    snapshot_idle_s: float = 5.0
+
+
+_ENV_PREFIX = "BANKED_"
+
+
+def _coerce(name: str, raw: Any, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            if isinstance(raw, str):
+                return raw.lower() in {"1", "true", "yes", "on"}
+            return bool(raw)
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, list):
+            return [s for s in raw.split(",") if s] if isinstance(raw, str) else list(raw)
+        return str(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"config key {name!r}: cannot use {raw!r} ({exc})") from exc
+
+
+def load(path: Path | None = None) -> Config:
+    """Config from the file (if any), then `BANKED_<KEY>` environment overrides."""
+    path = path or paths.config_file()
+    data: dict[str, Any] = {}
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: {exc}; fix or delete the file") from exc
+    cfg = Config()
+    known = {f.name for f in fields(Config)}
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigError(f"{path}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+    for f in fields(Config):
+        default = getattr(cfg, f.name)
+        if f.name in data:
+            setattr(cfg, f.name, _coerce(f.name, data[f.name], default))
+        env = os.environ.get(_ENV_PREFIX + f.name.upper())
+        if env is not None:
+            setattr(cfg, f.name, _coerce(f.name, env, default))
+    return cfg

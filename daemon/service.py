@@ -1,0 +1,515 @@
+"""What the daemon does: workspaces, warm-up, completion, explanation, refactoring.
+
+Handlers are coroutines on the daemon's event loop; every use of the model is a
+job on the scheduler's single worker thread, which alone touches the engine.
+The engine's cache holds one workspace at a time (the *active* one); switching
+saves the old one's snapshot and restores the new one's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import __version__, paths, snapshot
+from .config import Config
+from .engines.base import Engine, EngineError, TextStream
+from .scheduler import YIELD, Cancelled, Job, Priority, Scheduler
+from .templates import template_for
+from .watcher import Watcher
+from .workspace import Rules, Workspace
+from .wscache import Generation, WorkspaceCache, run_generation
+
+log = logging.getLogger(__name__)
+
+Notify = Callable[[str, dict[str, Any]], None]
+
+
+class UserError(Exception):
+    """A request that cannot be served as asked; the message says what to do."""
+
+    code = "bad_request"
+
+
+@dataclass
+class Call:
+    """One request in flight: how to stream to its client and how to cancel it."""
+
+    id: int
+    notify: Notify
+    jobs: list[Job] = field(default_factory=list)
+    cancelled: bool = False
+
+    def text(self, text: str) -> None:
+        self.notify("banked/text", {"id": self.id, "text": text})
+
+    def progress(self, done: int, total: int, message: str) -> None:
+        self.notify("banked/progress", {"id": self.id, "done": done, "total": total, "message": message})
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        for j in self.jobs:
+            j.cancel()
+
+
+@dataclass
+class Entry:
+    wc: WorkspaceCache
+    watcher: Watcher | None = None
+    dirty: bool = False  # cache changed since the last snapshot
+    sync_job: Job | None = None
+    last_used: float = field(default_factory=time.time)
+    snapshot_saved: float | None = None
+
+
+def _param(params: Any, name: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+    if not isinstance(params, dict):
+        raise UserError("params must be a map")
+    if name not in params or params[name] is None:
+        if default is ...:
+            raise UserError(f"missing parameter {name!r}")
+        return default
+    value = params[name]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
+        raise UserError(f"parameter {name!r} has the wrong type ({type(value).__name__})")
+    return value
+
+
+def find_git_root(path: Path) -> Path | None:
+    for d in [path, *path.parents]:
+        if (d / ".git").exists():
+            return d
+    return None
+
+
+_FENCE = re.compile(r"```[^\n]*\n(.*?)(?:```|\Z)", re.S)
+
+
+def extract_code(answer: str) -> str:
+    """The code of a chat answer: its first fenced block, else the whole answer."""
+    m = _FENCE.search(answer)
+    return m.group(1) if m else answer.strip("\n") + "\n"
+
+
+def reindent(original: str, new: str) -> str:
+    """Keep the selection's indentation if the model dropped it."""
+    def indent(s: str) -> str:
+        first = next((ln for ln in s.splitlines() if ln.strip()), "")
+        return first[: len(first) - len(first.lstrip())]
+
+    want, got = indent(original), indent(new)
+    if len(got) >= len(want) or not want.startswith(got):
+        return new
+    pad = want[len(got) :]
+    return "".join(pad + ln if ln.strip() else ln for ln in new.splitlines(keepends=True))
+
+
+class Daemon:
+    def __init__(self, cfg: Config, engine: Engine):
+        self.cfg = cfg
+        self.engine = engine
+        self.tpl = template_for(engine)
+        self.sched = Scheduler()
+        self.entries: dict[Path, Entry] = {}
+        self.active: Path | None = None
+        self.started = time.time()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._timers: dict[tuple[str, Path], asyncio.TimerHandle] = {}
+        self._lock = threading.RLock()  # guards workspaces' file tables against the watcher
+        self.known: dict[str, float] = self._load_known()
+        self.rules = Rules(cfg.max_file_bytes, list(cfg.extra_excludes), cfg.include_secrets)
+
+    # -- known roots, remembered across restarts -------------------------------------------
+
+    def _load_known(self) -> dict[str, float]:
+        try:
+            data = json.loads(paths.state_file().read_text())
+            return {str(k): float(v) for k, v in data.get("roots", {}).items()}
+        except (OSError, ValueError, AttributeError):
+            return {}
+
+    def _remember(self, root: Path) -> None:
+        self.known[str(root)] = time.time()
+        f = paths.state_file()
+        f.parent.mkdir(parents=True, exist_ok=True)
+        tmp = f.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"roots": self.known}))
+        os.replace(tmp, f)
+
+    def root_for(self, file: Path, workspace: str | None) -> Path:
+        if workspace:
+            return Path(workspace).resolve()
+        file = file.resolve()
+        best: Path | None = None
+        for r in self.known:
+            rp = Path(r)
+            if file.is_relative_to(rp) and (best is None or len(rp.parts) > len(best.parts)):
+                best = rp
+        return best or find_git_root(file.parent) or file.parent
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        if self.known:
+            # Revive the most recently used workspace so the first keystroke finds it warm.
+            root = Path(max(self.known, key=lambda r: self.known[r]))
+            if root.is_dir():
+                entry = await self.register(root)
+                self.sched.submit(Priority.BACKGROUND, lambda j: self._activate(root), "restore")
+                self.schedule_sync(root, entry)
+
+    async def shutdown(self) -> None:
+        for h in self._timers.values():
+            h.cancel()
+        for e in self.entries.values():
+            if e.watcher:
+                e.watcher.stop()
+        job = self.sched.submit(Priority.COMPLETE, lambda j: self._save_active(), "final snapshot")
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(job.future), 120)
+        except (TimeoutError, Cancelled, OSError, EngineError) as exc:
+            log.warning("final snapshot not written: %s", exc)
+        self.sched.close()
+        self.engine.close()
+
+    # -- workspaces ------------------------------------------------------------------------
+
+    async def register(self, root: Path) -> Entry:
+        root = root.resolve()
+        if not root.is_dir():
+            raise UserError(f"{root} is not a directory")
+        entry = self.entries.get(root)
+        if entry is None:
+            ws = Workspace(root, self.rules)
+            entry = Entry(WorkspaceCache(ws, self.engine, self.tpl, self.cfg))
+            self.entries[root] = entry
+            await asyncio.to_thread(self._scan, entry)
+            entry.watcher = Watcher(root, lambda p, full: self._on_fs(root, p, full), self.cfg.debounce_s)
+            entry.watcher.start()
+        self._remember(root)
+        entry.last_used = time.time()
+        return entry
+
+    def _scan(self, entry: Entry) -> set[str]:
+        with self._lock:
+            changed = entry.wc.ws.scan()
+            if changed:
+                entry.wc.invalidate()
+            return changed
+
+    def _on_fs(self, root: Path, rels: set[str], full: bool) -> None:
+        """Watcher thread: refresh the changed files, then re-sync in the background."""
+        entry = self.entries.get(root)
+        if entry is None:
+            return
+        if full:
+            changed = self._scan(entry)
+        else:
+            with self._lock:
+                changed = entry.wc.ws.refresh(rels)
+                if changed:
+                    entry.wc.invalidate()
+        if changed and self.loop is not None:
+            log.info("%s: %d files changed on disk", root, len(changed))
+            self.loop.call_soon_threadsafe(self.schedule_sync, root, entry)
+
+    def _activate(self, root: Path) -> None:
+        """Worker thread: make `root` the workspace held in the engine's cache."""
+        if self.active == root:
+            return
+        self._save_active()
+        entry = self.entries[root]
+        restored = snapshot.load(self.engine, root)
+        if restored is None:
+            self.engine.truncate(0)
+        else:
+            entry.wc.seed_tokens(restored.ids, restored.segments)
+        self.active = root
+
+    def _save_active(self) -> None:
+        root = self.active
+        if root is None or root not in self.entries:
+            return
+        entry = self.entries[root]
+        if not entry.dirty or not self.engine.cached:
+            return
+        try:
+            with self._lock:
+                segments = entry.wc.plan().segments
+            t = time.perf_counter()
+            d = snapshot.save(self.engine, root, segments)
+            entry.dirty = False
+            entry.snapshot_saved = time.time()
+            log.info("snapshot of %s: %d tokens in %.2fs -> %s", root, len(self.engine.cached),
+                     time.perf_counter() - t, d)
+        except (OSError, EngineError) as exc:
+            # A full disk must not take the daemon down: the previous snapshot stays valid.
+            log.error("could not write the snapshot of %s: %s (free some disk space)", root, exc)
+
+    def schedule_sync(self, root: Path, entry: Entry, call: Call | None = None) -> Job:
+        """Bring `root`'s cache up to date in the background; reuses a pending sync job."""
+        if entry.sync_job is not None and not entry.sync_job.future.done() and call is None:
+            return entry.sync_job
+        stats = {"prefilled": 0}
+
+        def progress(done: int, total: int) -> None:
+            if call is not None and self.loop is not None:
+                self.loop.call_soon_threadsafe(call.progress, done, total, "prefilling workspace")
+
+        def run(job: Job) -> Any:
+            if self.active != root and call is None:
+                return stats  # not held in the cache: synced when next activated
+            self._activate(root)
+            with self._lock:
+                entry.wc.plan()
+            n = entry.wc.sync(lambda: job.cancelled() or job.preempted(), progress)
+            stats["prefilled"] += n
+            if n:
+                entry.dirty = True
+            if not entry.wc.synced:
+                return YIELD
+            if self.loop is not None:
+                self.loop.call_soon_threadsafe(self._later, "snapshot", root, self.cfg.snapshot_idle_s, self._snapshot_soon)
+            return stats
+
+        job = self.sched.submit(Priority.BACKGROUND, run, f"sync {root.name}")
+        entry.sync_job = job
+        return job
+
+    def _later(self, what: str, root: Path, delay: float, fn: Callable[[Path], None]) -> None:
+        old = self._timers.pop((what, root), None)
+        if old:
+            old.cancel()
+        assert self.loop is not None
+        self._timers[(what, root)] = self.loop.call_later(delay, fn, root)
+
+    def _snapshot_soon(self, root: Path) -> None:
+        if self.sched.pending():
+            self._later("snapshot", root, self.cfg.snapshot_idle_s, self._snapshot_soon)
+            return
+        self.sched.submit(Priority.BACKGROUND, lambda j: self._save_active() if self.active == root else None, "snapshot")
+
+    def _compact_soon(self, root: Path) -> None:
+        entry = self.entries.get(root)
+        if entry is None:
+            return
+        with self._lock:
+            changed = entry.wc.compact()
+        if changed:
+            self.schedule_sync(root, entry)
+
+    # -- helpers for requests ---------------------------------------------------------------
+
+    async def _run(self, call: Call, priority: Priority, fn: Callable[[Job], Any], name: str) -> Any:
+        job = self.sched.submit(priority, fn, name)
+        call.jobs.append(job)
+        try:
+            return await asyncio.wrap_future(job.future)
+        except Cancelled as exc:
+            raise UserError("cancelled") from exc
+
+    async def _file(self, params: Any) -> tuple[Path, Entry, str]:
+        path = Path(_param(params, "path", str)).expanduser()
+        if not path.is_absolute():
+            raise UserError("path must be absolute")
+        root = self.root_for(path, _param(params, "workspace", str, None))
+        entry = await self.register(root)
+        rel = entry.wc.ws.relative(path.resolve())
+        if rel is None:
+            raise UserError(f"{path} is outside the workspace {root}")
+        return path, entry, rel
+
+    def _text(self, entry: Entry, path: Path, rel: str, params: Any) -> str:
+        text = _param(params, "text", str, None)
+        if text is not None:
+            return str(text)
+        with self._lock:
+            live = entry.wc.overlays.get(rel)
+        if live is not None:
+            return live
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError as exc:
+            raise UserError(f"{path} does not exist") from exc
+        if b"\0" in data:
+            raise UserError(f"{path} is a binary file")
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UserError(f"{path} is not UTF-8 text") from exc
+
+    def _generate(self, call: Call, entry: Entry, root: Path, g: Generation) -> Callable[[Job], Any]:
+        def run(job: Job) -> Any:
+            self._activate(root)
+            if not run_generation(entry.wc, g, job.cancelled, job.preempted):
+                return YIELD
+            return g
+
+        return run
+
+    def _ensure_synced(self, root: Path, entry: Entry) -> None:
+        with self._lock:
+            stale = entry.wc._plan is None
+        if stale or self.active != root:
+            self.schedule_sync(root, entry)
+
+    # -- methods ---------------------------------------------------------------------------
+
+    async def m_ping(self, call: Call, params: Any) -> Any:
+        return {"pid": os.getpid(), "version": __version__}
+
+    async def m_status(self, call: Call, params: Any) -> Any:
+        info = self.engine.info.as_dict()
+        wss = []
+        for root, e in sorted(self.entries.items()):
+            plan = e.wc._plan
+            wss.append({
+                "root": str(root),
+                "active": root == self.active,
+                "files": len(e.wc.ws.files),
+                "skipped": len(e.wc.ws.skipped),
+                "tokens": len(plan.ids) if plan else None,
+                "dropped": len(plan.dropped) if plan else None,
+                "overlays": len(e.wc.overlays),
+                "snapshot": str(snapshot.snapshot_dir(root)),
+                "snapshot_saved": e.snapshot_saved,
+            })
+        return {
+            "pid": os.getpid(),
+            "version": __version__,
+            "uptime_s": round(time.time() - self.started, 1),
+            "engine": info,
+            "cached_tokens": len(self.engine.cached),
+            "capacity": info["n_ctx"],
+            "pending_jobs": self.sched.pending(),
+            "workspaces": wss,
+            "known_roots": sorted(self.known),
+            "socket": str(paths.socket_path()),
+            "snapshots_dir": str(paths.snapshots_dir()),
+        }
+
+    async def m_warm(self, call: Call, params: Any) -> Any:
+        t0 = time.perf_counter()
+        root = Path(_param(params, "root", str)).expanduser().resolve()
+        entry = await self.register(root)
+        await asyncio.to_thread(self._scan, entry)
+        job = self.schedule_sync(root, entry, call)
+        call.jobs.append(job)
+        try:
+            stats = await asyncio.wrap_future(job.future)
+        except Cancelled as exc:
+            raise UserError("cancelled") from exc
+        plan = entry.wc.plan()
+        return {
+            "root": str(root),
+            "files": len(entry.wc.ws.files),
+            "skipped": dict(sorted(entry.wc.ws.skipped.items())),
+            "tokens": len(plan.ids),
+            "dropped": plan.dropped,
+            "prefilled_tokens": stats["prefilled"],
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+
+    async def m_overlay(self, call: Call, params: Any) -> Any:
+        path, entry, rel = await self._file(params)
+        text = _param(params, "text", str, None)
+        with self._lock:
+            entry.wc.set_overlay(rel, text)
+        self._later("compact", entry.wc.ws.root, self.cfg.compact_idle_s, self._compact_soon)
+        return {"path": rel, "overlay": text is not None}
+
+    async def m_complete(self, call: Call, params: Any) -> Any:
+        path, entry, rel = await self._file(params)
+        root = entry.wc.ws.root
+        line = _param(params, "line", int)
+        col = _param(params, "col", int)
+        if line < 0 or col < 0:
+            raise UserError("line and col are 0-based and must not be negative")
+        text = self._text(entry, path, rel, params)
+        max_tokens = _param(params, "max_tokens", int, self.cfg.max_tokens)
+        max_lines = _param(params, "max_lines", int, self.cfg.max_lines)
+        self._ensure_synced(root, entry)
+
+        def build(job: Job) -> Any:
+            with self._lock:
+                entry.wc.plan()
+            tail = entry.wc.fim_tail(rel, text, line, col)
+            g = Generation(tail, self.tpl.fim_stops, max_tokens,
+                           TextStream(self.engine, max_lines=max_lines), on_text=self._stream(call))
+            return self._generate(call, entry, root, g)(job)
+
+        g: Generation = await self._run(call, Priority.COMPLETE, build, f"complete {rel}")
+        self._later("compact", root, self.cfg.compact_idle_s, self._compact_soon)
+        return {"text": g.stream.text, **g.metrics(), "engine": self.engine.info.name,
+                "model": self.engine.info.model, "path": rel, "workspace": str(root)}
+
+    def _stream(self, call: Call) -> Callable[[str], None]:
+        loop = self.loop
+        assert loop is not None
+        return lambda t: loop.call_soon_threadsafe(call.text, t)
+
+    async def _chat(self, call: Call, params: Any, prompt: Callable[[str, str, int, int], str]) -> tuple[Generation, dict[str, Any]]:
+        path, entry, rel = await self._file(params)
+        root = entry.wc.ws.root
+        text = self._text(entry, path, rel, params)
+        lines = text.splitlines(keepends=True)
+        start = _param(params, "start_line", int, 1)
+        end = _param(params, "end_line", int, len(lines))
+        if not (1 <= start <= max(end, 1) and end <= max(len(lines), 1)):
+            raise UserError(f"lines {start}-{end} are not within {rel} (1-{len(lines)})")
+        selected = "".join(lines[start - 1 : end])
+        user = prompt(rel, selected, start, end)
+        self._ensure_synced(root, entry)
+        max_tokens = _param(params, "max_tokens", int, self.cfg.chat_max_tokens)
+
+        def build(job: Job) -> Any:
+            g = getattr(job, "generation", None)
+            if g is None:
+                g = Generation(self.tpl.chat(user), self.tpl.chat_stops, max_tokens,
+                               TextStream(self.engine), on_text=self._stream(call))
+                job.generation = g  # type: ignore[attr-defined]
+            return self._generate(call, entry, root, g)(job)
+
+        g = await self._run(call, Priority.CHAT, build, f"chat {rel}")
+        meta = {"path": rel, "start_line": start, "end_line": end, "original": selected,
+                "digest": hashlib.sha256(text.encode()).hexdigest(), "workspace": str(root)}
+        return g, meta
+
+    async def m_explain(self, call: Call, params: Any) -> Any:
+        def prompt(rel: str, code: str, a: int, b: int) -> str:
+            return (f"Explain what this code from {rel} (lines {a}-{b}) does, for a developer "
+                    f"reading it for the first time. Mention how it fits the workspace.\n\n"
+                    f"```\n{code}```")
+
+        g, meta = await self._chat(call, params, prompt)
+        return {"text": g.stream.text, **g.metrics(), **meta, "engine": self.engine.info.name,
+                "model": self.engine.info.model}
+
+    async def m_refactor(self, call: Call, params: Any) -> Any:
+        instruction = _param(params, "instruction", str)
+
+        def prompt(rel: str, code: str, a: int, b: int) -> str:
+            return (f"Rewrite this code from {rel} (lines {a}-{b}) as follows: {instruction}\n"
+                    "Reply with only the complete new code for these lines in one fenced code "
+                    f"block, keeping the indentation.\n\n```\n{code}```")
+
+        g, meta = await self._chat(call, params, prompt)
+        replacement = reindent(meta["original"], extract_code(g.stream.text))
+        return {"replacement": replacement, "answer": g.stream.text, **g.metrics(), **meta,
+                "engine": self.engine.info.name, "model": self.engine.info.model}
+
+    def methods(self) -> dict[str, Callable[[Call, Any], Awaitable[Any]]]:
+        return {
+            name[2:]: getattr(self, name) for name in dir(self) if name.startswith("m_")
+        }

@@ -1,0 +1,82 @@
+"""Prompt layouts per model family, in one place.
+
+Qwen2.5-Coder's repository format: `<|repo_name|>` header, one `<|file_sep|>`
+segment per file, then a FIM tail for completion or a ChatML turn for chat.
+File text is always tokenized with `special=False`, so a file that contains
+"<|file_sep|>" cannot forge structure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .engines.base import Engine, EngineError
+
+QWEN_SPECIALS = (
+    "<|repo_name|>", "<|file_sep|>", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>",
+    "<|fim_pad|>", "<|endoftext|>", "<|im_start|>", "<|im_end|>",
+)
+
+SYSTEM_PROMPT = (
+    "You are banked, a coding assistant running on the user's machine. The files above are "
+    "the user's workspace; use them as context. Be precise and brief."
+)
+
+
+@dataclass
+class QwenCoderTemplate:
+    engine: Engine
+    family: str = "qwen2.5-coder"
+
+    def __post_init__(self) -> None:
+        ids = {s: self.engine.special_id(s) for s in QWEN_SPECIALS}
+        missing = [s for s, i in ids.items() if i is None]
+        if missing:
+            raise EngineError(
+                f"model {self.engine.info.model} lacks the special tokens {missing}; banked needs "
+                "a Qwen2.5-Coder-family model (FIM + ChatML)"
+            )
+        self.sp: dict[str, int] = {s: i for s, i in ids.items() if i is not None}
+
+    def _t(self, text: str) -> list[int]:
+        return self.engine.tokenize(text, special=False)
+
+    def header(self, repo_name: str) -> list[int]:
+        return [self.sp["<|repo_name|>"], *self._t(repo_name + "\n")]
+
+    def file(self, path: str, text: str) -> list[int]:
+        body = text if text.endswith("\n") or not text else text + "\n"
+        return [self.sp["<|file_sep|>"], *self._t(f"{path}\n{body}")]
+
+    def fim_head(self, path: str) -> list[int]:
+        """The part of the FIM tail that names the file (reused while typing in it)."""
+        return [self.sp["<|file_sep|>"], *self._t(path + "\n"), self.sp["<|fim_prefix|>"]]
+
+    def fim(self, path: str, before: list[int], after: list[int]) -> list[int]:
+        return [
+            *self.fim_head(path), *before, self.sp["<|fim_suffix|>"], *after,
+            self.sp["<|fim_middle|>"],
+        ]
+
+    def chat(self, user: str, system: str = SYSTEM_PROMPT) -> list[int]:
+        s, e = self.sp["<|im_start|>"], self.sp["<|im_end|>"]
+        return [
+            s, *self._t(f"system\n{system}"), e, *self._t("\n"),
+            s, *self._t(f"user\n{user}"), e, *self._t("\n"),
+            s, *self._t("assistant\n"),
+        ]
+
+    @property
+    def fim_stops(self) -> set[int]:
+        names = ("<|endoftext|>", "<|fim_pad|>", "<|file_sep|>", "<|repo_name|>", "<|im_end|>",
+                 "<|im_start|>", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>")
+        return {self.sp[n] for n in names} | self.engine.eos_ids
+
+    @property
+    def chat_stops(self) -> set[int]:
+        return {self.sp["<|im_end|>"], self.sp["<|endoftext|>"]} | self.engine.eos_ids
+
+
+def template_for(engine: Engine) -> QwenCoderTemplate:
+    """The template for the engine's model family (only Qwen2.5-Coder is supported today)."""
+    return QwenCoderTemplate(engine)

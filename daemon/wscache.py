@@ -1,0 +1,307 @@
+"""The workspace cache: one token sequence holding a whole workspace, kept warm incrementally.
+
+    [repo header][file A][file B] ... [file Z] | [hot files] | [tail]
+     stable prefix, coldest first               edited lately   FIM or chat
+
+Every update is the same three steps: compute the desired sequence, find the
+first token that differs from the cache, truncate there and prefill the rest.
+Nothing else ever touches the engine's cache, so it always equals a fresh
+prefill of the same tokens: exact by construction.
+
+Unsaved editor contents ("overlays") reach the prefix only through `compact`,
+run at idle time; the keystroke path changes nothing but the tail.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .config import Config
+from .engines.base import Engine, Sampling, ShouldStop, TextStream, never
+from .templates import QwenCoderTemplate
+from .workspace import Workspace, digest
+
+#: Room kept free after the prefix for a FIM or chat tail and its answer.
+TAIL_RESERVE = 4096
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    if n == 0:
+        return 0
+    x = np.asarray(a[:n], dtype=np.int64)
+    y = np.asarray(b[:n], dtype=np.int64)
+    diff = np.flatnonzero(x != y)
+    return int(diff[0]) if diff.size else n
+
+
+@dataclass(frozen=True)
+class Segment:
+    path: str  # "" for the repo header
+    digest: str
+    start: int
+    end: int
+
+
+@dataclass
+class Plan:
+    ids: list[int]
+    segments: list[Segment]
+    dropped: list[str]  # files that did not fit the token budget
+
+
+@dataclass
+class _View:
+    path: str
+    text: str
+    digest: str
+    key: int  # when it last changed (ns): colder files first
+
+
+class WorkspaceCache:
+    def __init__(self, ws: Workspace, engine: Engine, template: QwenCoderTemplate, cfg: Config):
+        self.ws = ws
+        self.engine = engine
+        self.tpl = template
+        self.cfg = cfg
+        self.overlays: dict[str, str] = {}  # live unsaved contents from editors
+        self._committed: dict[str, tuple[str, int]] = {}  # overlays folded into the prefix
+        self._recent: dict[str, int] = {}  # files the user worked on, for the budget
+        self._tok: dict[tuple[str, str], list[int]] = {}
+        self._plan: Plan | None = None
+
+    # -- the desired prefix ----------------------------------------------------------------
+
+    @property
+    def budget(self) -> int:
+        return max(0, self.engine.info.n_ctx - min(TAIL_RESERVE, self.engine.info.n_ctx // 4))
+
+    def invalidate(self) -> None:
+        self._plan = None
+
+    def seed_tokens(self, ids: Sequence[int], segments: Sequence[Segment]) -> None:
+        """Reuse tokenizations from a snapshot so a restart does not re-tokenize unchanged files."""
+        for s in segments:
+            if s.path:
+                self._tok[(s.path, s.digest)] = list(ids[s.start : s.end])
+
+    def _ids(self, path: str, text: str, dg: str) -> list[int]:
+        key = (path, dg)
+        ids = self._tok.get(key)
+        if ids is None:
+            ids = self._tok[key] = self.tpl.file(path, text)
+        return ids
+
+    def _views(self) -> list[_View]:
+        views = {
+            p: _View(p, f.text, f.digest, f.mtime_ns) for p, f in self.ws.files.items()
+        }
+        for p, (text, t) in self._committed.items():
+            if self.ws.ignored(p):
+                continue
+            old = views.get(p)
+            if old is None or old.digest != digest(text):
+                views[p] = _View(p, text, digest(text), max(t, old.key if old else 0))
+        return sorted(views.values(), key=lambda v: (v.key, v.path))
+
+    def plan(self) -> Plan:
+        if self._plan is not None:
+            return self._plan
+        header = self.tpl.header(self.ws.root.name)
+        views = self._views()
+        sized = [(v, self._ids(v.path, v.text, v.digest)) for v in views]
+        room = self.budget - len(header)
+        dropped: list[str] = []
+        if sum(len(ids) for _, ids in sized) > room:
+            # Open and recently edited files first, then the most recently modified.
+            ranked = sorted(
+                sized, key=lambda vi: (vi[0].path not in self._recent, -vi[0].key, vi[0].path)
+            )
+            keep: set[str] = set()
+            for v, ids in ranked:
+                if len(ids) <= room:
+                    keep.add(v.path)
+                    room -= len(ids)
+                else:
+                    dropped.append(v.path)
+            sized = [(v, ids) for v, ids in sized if v.path in keep]
+        out = list(header)
+        segments = [Segment("", "", 0, len(header))]
+        for v, ids in sized:
+            segments.append(Segment(v.path, v.digest, len(out), len(out) + len(ids)))
+            out.extend(ids)
+        live = {(s.path, s.digest) for s in segments}
+        for k in [k for k in self._tok if k not in live]:
+            del self._tok[k]
+        self._plan = Plan(out, segments, sorted(dropped))
+        return self._plan
+
+    # -- keeping the engine equal to the plan ----------------------------------------------
+
+    def usable_prefix(self) -> int:
+        """How much of the desired prefix the cache holds right now (a completion uses this)."""
+        return common_prefix(self.engine.cached, self.plan().ids)
+
+    @property
+    def synced(self) -> bool:
+        return self.usable_prefix() == len(self.plan().ids)
+
+    def sync(self, should_stop: ShouldStop = never, on_progress: Callable[[int, int], None] | None = None) -> int:
+        """Bring the cache to the plan, in chunks; returns tokens prefilled (stops early if asked)."""
+        ids = self.plan().ids
+        n = common_prefix(self.engine.cached, ids)
+        self.engine.truncate(n)
+        done = 0
+        chunk = self.cfg.prefill_chunk
+        while n + done < len(ids):
+            if done and should_stop():
+                break
+            step = self.engine.prefill(ids[n + done : n + done + chunk], chunk=chunk)
+            done += step
+            if on_progress:
+                on_progress(n + done, len(ids))
+        return done
+
+    # -- overlays --------------------------------------------------------------------------
+
+    def set_overlay(self, path: str, text: str | None) -> None:
+        if text is None:
+            self.overlays.pop(path, None)
+        else:
+            self.overlays[path] = text
+            self._recent[path] = time.time_ns()
+
+    def compact(self) -> bool:
+        """Fold live overlays into the prefix (idle time only); True if the plan changed."""
+        new: dict[str, tuple[str, int]] = {}
+        for p, text in self.overlays.items():
+            old = self._committed.get(p)
+            disk = self.ws.files.get(p)
+            if disk is not None and disk.text == text:
+                continue  # saved: the disk copy is the same text
+            new[p] = old if old and old[0] == text else (text, time.time_ns())
+        changed = new != self._committed
+        self._committed = new
+        if changed:
+            self.invalidate()
+        return changed
+
+    def text_of(self, path: str) -> str | None:
+        if path in self.overlays:
+            return self.overlays[path]
+        f = self.ws.files.get(path)
+        if f is not None:
+            return f.text
+        st = self.ws.read(path)
+        return st.text if st else None
+
+    # -- tails -----------------------------------------------------------------------------
+
+    def fim_tail(self, path: str, text: str, line: int, col: int) -> list[int]:
+        """The FIM tail for a cursor at (line, col), 0-based, col in characters.
+
+        The prefix window starts on a line aligned to 50, so it does not move while the
+        user types; the suffix is cut to `suffix_tokens` at a line boundary where possible.
+        """
+        lines = text.split("\n")
+        line = max(0, min(line, len(lines) - 1))
+        col = max(0, min(col, len(lines[line])))
+        start = 0
+        if line > self.cfg.prefix_lines:
+            start = ((line - self.cfg.prefix_lines) // 50 + 1) * 50
+        before = "\n".join(lines[start:line] + [lines[line][:col]])
+        after = "\n".join([lines[line][col:], *lines[line + 1 :]])
+        b = self.tpl._t(before)
+        a = self._suffix_window(after)
+        room = TAIL_RESERVE - self.cfg.max_tokens - len(a) - 32
+        if len(b) > room:
+            b = b[len(b) - max(room, 0) :]
+        return self.tpl.fim(path, b, a)
+
+    def _suffix_window(self, after: str) -> list[int]:
+        limit = self.cfg.suffix_tokens
+        if limit <= 0 or not after:
+            return []
+        lines = after.split("\n")[: limit + 1]
+        text = "\n".join(lines)
+        ids = self.tpl._t(text)
+        while len(ids) > limit and len(lines) > 1:
+            lines = lines[:-1]
+            ids = self.tpl._t("\n".join(lines) + "\n")
+        return ids[:limit]
+
+
+@dataclass
+class Generation:
+    """One streamed answer; resumable, so a completion can preempt an explanation."""
+
+    tail: list[int]
+    stops: set[int]
+    max_tokens: int
+    stream: TextStream
+    on_text: Callable[[str], None] = lambda _t: None
+    sampling: Sampling = field(default_factory=Sampling)
+    generated: list[int] = field(default_factory=list)
+    reused_tokens: int = -1
+    prefilled_tokens: int = 0
+    started: float = field(default_factory=time.perf_counter)
+    ttft_s: float | None = None
+    finished: bool = False
+
+    def metrics(self) -> dict[str, float | int]:
+        now = time.perf_counter()
+        return {
+            "reused_tokens": max(self.reused_tokens, 0),
+            "prefilled_tokens": self.prefilled_tokens,
+            "generated_tokens": len(self.generated),
+            "ttft_ms": round(1000 * (self.ttft_s if self.ttft_s is not None else now - self.started), 1),
+            "total_ms": round(1000 * (now - self.started), 1),
+        }
+
+
+def run_generation(
+    wc: WorkspaceCache, g: Generation, cancelled: ShouldStop = never, preempted: ShouldStop = never
+) -> bool:
+    """Advance `g` on the workspace's cache; True when it is finished (done, stopped or cancelled)."""
+    engine = wc.engine
+    prefix = wc.plan().ids[: wc.usable_prefix()]
+    seq = prefix + g.tail + g.generated
+    n = common_prefix(engine.cached, seq)
+    if g.reused_tokens < 0:
+        g.reused_tokens = n
+    engine.truncate(n)
+
+    yielded = False
+
+    def stop() -> bool:
+        nonlocal yielded
+        if cancelled():
+            return True
+        yielded = preempted()
+        return yielded
+
+    chunk = wc.cfg.prefill_chunk
+    while len(engine.cached) < len(seq):
+        if stop():
+            return not yielded
+        g.prefilled_tokens += engine.prefill(seq[len(engine.cached) : len(engine.cached) + chunk])
+    for tok in engine.generate(g.max_tokens - len(g.generated), g.stops, g.sampling, stop):
+        g.generated.append(tok)
+        text = g.stream.feed(tok)
+        if g.ttft_s is None:
+            g.ttft_s = time.perf_counter() - g.started
+        if text:
+            g.on_text(text)
+        if g.stream.done:
+            break
+    if yielded and not g.stream.done:
+        return False
+    rest = g.stream.finish()
+    if rest:
+        g.on_text(rest)
+    g.finished = True
+    return True

@@ -1,0 +1,1 @@
+"""The banked language server (a client of the daemon; built in its own issue)."""
