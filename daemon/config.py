@@ -39,6 +39,7 @@ class Config:
     max_file_bytes: int = 512 * 1024
     extra_excludes: list[str] = field(default_factory=list)
     include_secrets: bool = False
+    max_files: int = 20000
     # Background behaviour.
     debounce_s: float = 0.3
     compact_idle_s: float = 1.5

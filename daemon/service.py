@@ -67,6 +67,7 @@ class Entry:
     wc: WorkspaceCache
     watcher: Watcher | None = None
     dirty: bool = False  # cache changed since the last snapshot
+    prefilled: int = 0  # workspace tokens prefilled by background syncs, ever
     sync_job: Job | None = None
     last_used: float = field(default_factory=time.time)
     snapshot_saved: float | None = None
@@ -127,7 +128,7 @@ class Daemon:
         self._timers: dict[tuple[str, Path], asyncio.TimerHandle] = {}
         self._lock = threading.RLock()  # guards workspaces' file tables against the watcher
         self.known: dict[str, float] = self._load_known()
-        self.rules = Rules(cfg.max_file_bytes, list(cfg.extra_excludes), cfg.include_secrets)
+        self.rules = Rules(cfg.max_file_bytes, list(cfg.extra_excludes), cfg.include_secrets, cfg.max_files)
 
     # -- known roots, remembered across restarts -------------------------------------------
 
@@ -261,27 +262,27 @@ class Daemon:
         """Bring `root`'s cache up to date in the background; reuses a pending sync job."""
         if entry.sync_job is not None and not entry.sync_job.future.done() and call is None:
             return entry.sync_job
-        stats = {"prefilled": 0}
-
         def progress(done: int, total: int) -> None:
             if call is not None and self.loop is not None:
                 self.loop.call_soon_threadsafe(call.progress, done, total, "prefilling workspace")
 
         def run(job: Job) -> Any:
             if self.active != root and call is None:
-                return stats  # not held in the cache: synced when next activated
+                return None  # not held in the cache: synced when next activated
             self._activate(root)
             with self._lock:
                 entry.wc.plan()
             n = entry.wc.sync(lambda: job.cancelled() or job.preempted(), progress)
-            stats["prefilled"] += n
+            entry.prefilled += n
             if n:
                 entry.dirty = True
             if not entry.wc.synced:
                 return YIELD
             if self.loop is not None:
-                self.loop.call_soon_threadsafe(self._later, "snapshot", root, self.cfg.snapshot_idle_s, self._snapshot_soon)
-            return stats
+                self.loop.call_soon_threadsafe(
+                    self._later, "snapshot", root, self.cfg.snapshot_idle_s, self._snapshot_soon
+                )
+            return None
 
         job = self.sched.submit(Priority.BACKGROUND, run, f"sync {root.name}")
         entry.sync_job = job
@@ -320,9 +321,15 @@ class Daemon:
             raise UserError("cancelled") from exc
 
     async def _file(self, params: Any) -> tuple[Path, Entry, str]:
+        """The request's file, its workspace (registered on first use) and its relative path.
+
+        Call only after every other parameter is validated: registering scans a tree.
+        """
         path = Path(_param(params, "path", str)).expanduser()
         if not path.is_absolute():
             raise UserError("path must be absolute")
+        if not path.is_file() and _param(params, "text", str, None) is None:
+            raise UserError(f"{path} does not exist (pass its text to complete an unsaved buffer)")
         root = self.root_for(path, _param(params, "workspace", str, None))
         entry = await self.register(root)
         rel = entry.wc.ws.relative(path.resolve())
@@ -403,11 +410,12 @@ class Daemon:
         t0 = time.perf_counter()
         root = Path(_param(params, "root", str)).expanduser().resolve()
         entry = await self.register(root)
+        before = entry.prefilled  # counts a sync the watcher started for us, too
         await asyncio.to_thread(self._scan, entry)
         job = self.schedule_sync(root, entry, call)
         call.jobs.append(job)
         try:
-            stats = await asyncio.wrap_future(job.future)
+            await asyncio.wrap_future(job.future)
         except Cancelled as exc:
             raise UserError("cancelled") from exc
         plan = entry.wc.plan()
@@ -417,28 +425,32 @@ class Daemon:
             "skipped": dict(sorted(entry.wc.ws.skipped.items())),
             "tokens": len(plan.ids),
             "dropped": plan.dropped,
-            "prefilled_tokens": stats["prefilled"],
+            "prefilled_tokens": entry.prefilled - before,
             "seconds": round(time.perf_counter() - t0, 3),
         }
 
     async def m_overlay(self, call: Call, params: Any) -> Any:
-        path, entry, rel = await self._file(params)
         text = _param(params, "text", str, None)
+        path, entry, rel = await self._file(params)
         with self._lock:
             entry.wc.set_overlay(rel, text)
         self._later("compact", entry.wc.ws.root, self.cfg.compact_idle_s, self._compact_soon)
         return {"path": rel, "overlay": text is not None}
 
     async def m_complete(self, call: Call, params: Any) -> Any:
-        path, entry, rel = await self._file(params)
-        root = entry.wc.ws.root
         line = _param(params, "line", int)
         col = _param(params, "col", int)
         if line < 0 or col < 0:
             raise UserError("line and col are 0-based and must not be negative")
-        text = self._text(entry, path, rel, params)
         max_tokens = _param(params, "max_tokens", int, self.cfg.max_tokens)
-        max_lines = _param(params, "max_lines", int, self.cfg.max_lines)
+        max_lines_param = _param(params, "max_lines", int, None)
+        path, entry, rel = await self._file(params)
+        root = entry.wc.ws.root
+        text = self._text(entry, path, rel, params)
+        cur = text.split("\n")[line] if line < text.count("\n") + 1 else ""
+        # Mid-line (text before the cursor): finish this line only, as Copilot and Continue do.
+        default_lines = 1 if cur[:col].strip() else self.cfg.max_lines
+        max_lines = default_lines if max_lines_param is None else max_lines_param
         self._ensure_synced(root, entry)
 
         def build(job: Job) -> Any:
@@ -459,19 +471,22 @@ class Daemon:
         assert loop is not None
         return lambda t: loop.call_soon_threadsafe(call.text, t)
 
-    async def _chat(self, call: Call, params: Any, prompt: Callable[[str, str, int, int], str]) -> tuple[Generation, dict[str, Any]]:
+    async def _chat(
+        self, call: Call, params: Any, prompt: Callable[[str, str, int, int], str]
+    ) -> tuple[Generation, dict[str, Any]]:
+        start = _param(params, "start_line", int, 1)
+        end_param = _param(params, "end_line", int, None)
+        max_tokens = _param(params, "max_tokens", int, self.cfg.chat_max_tokens)
         path, entry, rel = await self._file(params)
         root = entry.wc.ws.root
         text = self._text(entry, path, rel, params)
         lines = text.splitlines(keepends=True)
-        start = _param(params, "start_line", int, 1)
-        end = _param(params, "end_line", int, len(lines))
+        end = len(lines) if end_param is None else end_param
         if not (1 <= start <= max(end, 1) and end <= max(len(lines), 1)):
             raise UserError(f"lines {start}-{end} are not within {rel} (1-{len(lines)})")
         selected = "".join(lines[start - 1 : end])
         user = prompt(rel, selected, start, end)
         self._ensure_synced(root, entry)
-        max_tokens = _param(params, "max_tokens", int, self.cfg.chat_max_tokens)
 
         def build(job: Job) -> Any:
             g = getattr(job, "generation", None)

@@ -48,6 +48,7 @@ class Rules:
     max_file_bytes: int = 512 * 1024
     extra_excludes: list[str] = field(default_factory=list)
     include_secrets: bool = False
+    max_files: int = 20000  # a walk stops here: pointing banked at $HOME or / must not hang it
 
     def base_spec(self) -> pathspec.PathSpec:
         patterns = DEFAULT_EXCLUDES + self.extra_excludes
@@ -159,6 +160,9 @@ class Workspace:
         out: list[str] = []
         stack = [""]
         while stack:
+            if len(out) >= self.rules.max_files:
+                log.warning("%s: more than %d files; the rest are not scanned", self.root, self.rules.max_files)
+                break
             rel_dir = stack.pop()
             try:
                 entries = list(os.scandir(self.root / rel_dir))

@@ -303,5 +303,8 @@ def run_generation(
     rest = g.stream.finish()
     if rest:
         g.on_text(rest)
+    # Generated tokens were decoded one at a time (another kernel, other rounding): drop them, so
+    # everything left in the cache came from a batched prefill and equals a fresh one exactly.
+    engine.truncate(len(prefix) + len(g.tail))
     g.finished = True
     return True

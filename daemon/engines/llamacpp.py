@@ -133,9 +133,11 @@ class LlamaCppEngine:
         if not self._ids:
             raise EngineError("no tokens in the cache: nothing to predict from")
         if not self._logits_valid:
-            last = self._ids[-1]
-            self.truncate(len(self._ids) - 1)
-            self.prefill([last])
+            # Two tokens, not one: llama.cpp computes a one-token batch with another kernel
+            # (matrix-vector) whose rounding differs from the batched prefill's.
+            last = self._ids[-2:]
+            self.truncate(len(self._ids) - len(last))
+            self.prefill(last)
         ptr = self._lib.llama_get_logits_ith(self._llm._ctx.ctx, -1)
         return np.ctypeslib.as_array(ptr, shape=(self._n_vocab,)).copy()
 

@@ -1,0 +1,175 @@
+"""The incremental cache equals a fresh prefill of the same tokens, after any series of edits.
+
+Random edits (insert/delete/modify lines, rename, create, delete files) in cold
+files, hot files and the active file, with unsaved overlays, compactions,
+interrupted syncs and FIM tails at random cursors. After each step the
+next-token logits of the incrementally updated cache are compared with a
+second engine that prefilled the whole sequence from scratch.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from banked.daemon.config import Config
+from banked.daemon.engines.base import TextStream
+from banked.daemon.engines.llamacpp import LlamaCppEngine
+from banked.daemon.templates import template_for
+from banked.daemon.workspace import Workspace
+from banked.daemon.wscache import Generation, WorkspaceCache, common_prefix, run_generation
+
+WORDS = "alpha beta gamma delta return self value None def class import for in if else".split()
+
+
+def rand_line(rng: random.Random) -> str:
+    return "    " * rng.randint(0, 2) + " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 6)))
+
+
+class World:
+    def __init__(self, root: Path, rng: random.Random):
+        self.root, self.rng, self.clock = root, rng, 1_600_000_000
+        for i in range(8):
+            self.write(f"pkg/mod{i}.py", "\n".join(rand_line(rng) for _ in range(rng.randint(3, 12))))
+
+    def write(self, rel: str, text: str) -> None:
+        p = self.root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text + "\n")
+        self.clock += 10
+        os.utime(p, (self.clock, self.clock))
+
+    def files(self) -> list[str]:
+        return sorted(p.relative_to(self.root).as_posix() for p in self.root.rglob("*.py"))
+
+    def pick(self, where: str) -> str:
+        files = sorted(self.files(), key=lambda r: ((self.root / r).stat().st_mtime_ns, r))
+        return {"cold": files[0], "hot": files[-1], "middle": files[len(files) // 2]}[where]
+
+    def edit_lines(self, rel: str) -> None:
+        lines = (self.root / rel).read_text().splitlines() or [""]
+        op = self.rng.choice(["insert", "delete", "modify"])
+        i = self.rng.randrange(len(lines))
+        if op == "insert":
+            lines.insert(i, rand_line(self.rng))
+        elif op == "delete" and len(lines) > 1:
+            del lines[i]
+        else:
+            lines[i] = rand_line(self.rng)
+        self.write(rel, "\n".join(lines))
+
+
+def fresh_logits(fresh: LlamaCppEngine, seq: list[int]) -> np.ndarray:
+    fresh.truncate(0)
+    fresh.prefill(seq)
+    return fresh.logits()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_incremental_equals_fresh_prefill(tmp_path: Path, cfg: Config, tiny_model: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    world = World(tmp_path / "ws", rng)
+    engine = LlamaCppEngine(tiny_model, n_ctx=cfg.n_ctx, n_threads=1, chunk=cfg.prefill_chunk)
+    fresh = LlamaCppEngine(tiny_model, n_ctx=cfg.n_ctx, n_threads=1, chunk=512)
+    ws = Workspace(tmp_path / "ws")
+    wc = WorkspaceCache(ws, engine, template_for(engine), cfg)
+    ws.scan()
+    wc.sync()
+    active = world.pick("middle")
+    checks = 0
+    for _step in range(24):
+        op = rng.choice(["edit", "edit", "edit", "rename", "create", "delete", "overlay", "fim", "partial"])
+        changed: set[str] = set()
+        if op == "edit":
+            rel = world.pick(rng.choice(["cold", "hot", "middle"]))
+            world.edit_lines(rel)
+            changed = {rel}
+        elif op == "rename":
+            rel = world.pick(rng.choice(["cold", "middle"]))
+            new = f"pkg/renamed{_step}.py"
+            os.rename(tmp_path / "ws" / rel, tmp_path / "ws" / new)
+            changed = {rel, new}
+        elif op == "create":
+            new = f"pkg/new{_step}.py"
+            world.write(new, rand_line(rng))
+            changed = {new}
+        elif op == "delete" and len(world.files()) > 3:
+            rel = world.pick(rng.choice(["cold", "hot", "middle"]))
+            (tmp_path / "ws" / rel).unlink()
+            changed = {rel}
+        elif op == "overlay":
+            active = rng.choice(world.files())
+            text = (tmp_path / "ws" / active).read_text() + rand_line(rng) + "\n"
+            wc.set_overlay(active, text)
+            if rng.random() < 0.5:
+                wc.compact()
+        ws.refresh(changed)
+        wc.invalidate()
+        if op == "partial":
+            # A background sync interrupted after one chunk, as when a completion preempts it.
+            world.edit_lines(world.pick("cold"))
+            ws.scan()
+            wc.invalidate()
+            calls = iter([False, True])
+            wc.sync(should_stop=lambda: next(calls, True))
+        if op in ("fim", "partial") and active in ws.files:
+            text = wc.text_of(active) or ""
+            lines = text.split("\n")
+            line = rng.randrange(len(lines))
+            col = rng.randint(0, len(lines[line]))
+            g = Generation(wc.fim_tail(active, text, line, col), set(), 3, TextStream(engine))
+            assert run_generation(wc, g)
+            seq = list(engine.cached)
+            assert seq[: wc.usable_prefix()] == wc.plan().ids[: wc.usable_prefix()]
+        else:
+            wc.sync()
+            seq = list(engine.cached)
+            assert seq == wc.plan().ids, "after a sync the cache is exactly the plan"
+        inc = engine.logits()
+        ref = fresh_logits(fresh, seq)
+        assert int(np.argmax(inc)) == int(np.argmax(ref))
+        assert float(np.abs(inc - ref).max()) <= 1e-3
+        checks += 1
+    assert checks >= 20
+
+
+def test_an_edit_re_prefills_only_what_follows(tmp_path: Path, cfg: Config, engine: LlamaCppEngine) -> None:
+    world = World(tmp_path / "ws", random.Random(7))
+    ws = Workspace(tmp_path / "ws")
+    wc = WorkspaceCache(ws, engine, template_for(engine), cfg)
+    ws.scan()
+    total = wc.sync()
+    assert total == len(wc.plan().ids)
+    hot = world.pick("hot")
+    seg = next(s for s in wc.plan().segments if s.path == hot)
+    world.edit_lines(hot)
+    ws.refresh({hot})
+    wc.invalidate()
+    again = wc.sync()
+    # The hot file is last: only it (from its first changed token) is re-prefilled.
+    assert 0 < again <= seg.end - seg.start + 8
+    assert common_prefix(engine.cached, wc.plan().ids) == len(wc.plan().ids)
+
+
+def test_typing_re_prefills_typed_tokens_plus_suffix_window(tmp_path: Path, cfg: Config, engine: LlamaCppEngine) -> None:
+    World(tmp_path / "ws", random.Random(3))
+    ws = Workspace(tmp_path / "ws")
+    wc = WorkspaceCache(ws, engine, template_for(engine), cfg)
+    ws.scan()
+    wc.sync()
+    rel = "pkg/mod3.py"
+    text = (tmp_path / "ws" / rel).read_text() + "\n".join(rand_line(random.Random(i)) for i in range(40))
+    lines = text.split("\n")
+    line, typed = 2, "value = alpha"
+    base = lines[line]
+    for k in range(1, len(typed) + 1):
+        lines[line] = base + typed[:k]
+        cur = "\n".join(lines)
+        g = Generation(wc.fim_tail(rel, cur, line, len(base) + k), set(), 1, TextStream(engine))
+        run_generation(wc, g)
+        if k > 1:
+            assert g.prefilled_tokens <= 1 + cfg.suffix_tokens + 8, f"keystroke {k}"

@@ -1,0 +1,159 @@
+"""The daemon's socket: bad clients get errors or a closed connection; the daemon keeps serving."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import msgpack
+import pytest
+from conftest import DaemonProc, make_files
+
+from banked.daemon import rpc
+from banked.daemon.client import Client
+
+
+def raw(d: DaemonProc) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(str(d.sock))
+    s.settimeout(10)
+    return s
+
+
+def closed_by_peer(s: socket.socket) -> bool:
+    try:
+        return s.recv(1024) == b""
+    except ConnectionResetError:
+        return True
+
+
+def assert_serves(d: DaemonProc) -> None:
+    with d.client() as c:
+        assert c.call("ping")["pid"] == d.proc.pid  # type: ignore[union-attr]
+
+
+def test_socket_and_dir_are_private(daemon: DaemonProc) -> None:
+    assert stat.S_IMODE(os.stat(daemon.sock).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(daemon.sock.parent).st_mode) == 0o700
+
+
+def test_malformed_msgpack_closes_only_that_connection(daemon: DaemonProc) -> None:
+    other = daemon.client()
+    s = raw(daemon)
+    s.sendall(b"\xc1\xc1\xc1 not msgpack")
+    assert closed_by_peer(s)
+    assert other.call("ping")["version"]
+    assert_serves(daemon)
+
+
+def test_not_an_rpc_array_closes_the_connection(daemon: DaemonProc) -> None:
+    s = raw(daemon)
+    s.sendall(msgpack.packb({"hello": "world"}))
+    assert closed_by_peer(s)
+    assert_serves(daemon)
+
+
+def test_oversize_frame_closes_the_connection(daemon: DaemonProc) -> None:
+    s = raw(daemon)
+    header = b"\xdb" + (rpc.MAX_FRAME * 2).to_bytes(4, "big")  # str32 of 32 MiB
+    try:
+        s.sendall(header + b"x" * (rpc.MAX_FRAME + 65536))
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    assert closed_by_peer(s)
+    assert_serves(daemon)
+
+
+def test_unknown_method_and_wrong_params_get_errors(daemon: DaemonProc) -> None:
+    with daemon.client() as c:
+        with pytest.raises(rpc.RemoteError) as e:
+            c.call("frobnicate", {})
+        assert e.value.code == "unknown_method"
+        with pytest.raises(rpc.RemoteError, match="missing parameter 'path'"):
+            c.call("complete", {"line": 1, "col": 0})
+        with pytest.raises(rpc.RemoteError, match="wrong type"):
+            c.call("complete", {"path": "/x.py", "line": "one", "col": 0})
+        with pytest.raises(rpc.RemoteError, match="params must be a map"):
+            c.call("warm", [1, 2])
+        assert c.call("ping")["pid"]
+
+
+def test_client_vanishing_mid_stream_cancels_its_job(daemon: DaemonProc, tmp_path: Path) -> None:
+    ws = make_files(tmp_path / "ws", {f"m{i}.py": f"def f{i}():\n    return {i}\n" * 200 for i in range(30)})
+    s = raw(daemon)
+    s.sendall(rpc.request(1, "warm", {"root": str(ws)}))
+    s.recv(1024)  # a progress notification: the warm is under way
+    s.close()
+    with daemon.client() as c:
+        deadline = time.monotonic() + 30
+        while c.call("status")["pending_jobs"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        st = c.call("status")
+        assert st["pending_jobs"] == 0
+        # Cancelled part-way: the cache holds less than the whole workspace.
+        assert st["cached_tokens"] < st["workspaces"][0]["tokens"]
+
+
+def test_another_uid_is_refused(banked_env: dict[str, str]) -> None:
+    if os.getuid() != 0:
+        pytest.skip("needs root to act as another user")
+    run = Path(tempfile.mkdtemp(prefix="banked-uid-", dir="/tmp"))
+    os.chmod(run, 0o755)
+    daemon = DaemonProc({**os.environ, **banked_env}, run / "sock" / "daemon.sock")
+    daemon.env["BANKED_SOCKET"] = str(daemon.sock)
+    daemon.start()
+    # Open the directory and socket up, as a misconfiguration would; the uid check still refuses.
+    os.chmod(daemon.sock.parent, 0o755)
+    os.chmod(daemon.sock, 0o666)
+    code = (
+        "import os,socket,sys; os.setuid(65534); s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]);"
+        "s.sendall(bytes([0x94,0,1,0xa4])+b'ping'+bytes([0x80])); s.settimeout(5);"
+        "\ntry: print('answered' if s.recv(100) else 'closed')\nexcept ConnectionResetError: print('closed')"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(daemon.sock)], capture_output=True, text=True, timeout=30)
+    try:
+        assert out.stdout.strip() == "closed", out.stderr
+        assert_serves(daemon)
+        assert "refused a connection from uid 65534" in daemon.log()
+    finally:
+        daemon.stop()
+
+
+def test_second_daemon_says_one_is_running(daemon: DaemonProc) -> None:
+    out = subprocess.run([sys.executable, "-m", "banked.daemon", "serve"], env=daemon.env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert "already running" in out.stderr
+    assert_serves(daemon)
+
+
+def test_stale_socket_is_cleaned_up(banked_env: dict[str, str]) -> None:
+    env = {**os.environ, **banked_env}
+    sock = Path(banked_env["BANKED_RUNTIME_DIR"]) / "daemon.sock"
+    sock.parent.mkdir(parents=True)
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(sock))  # left behind by a crashed daemon: nobody listens
+    s.close()
+    d = DaemonProc(env, sock).start()
+    try:
+        assert_serves(d)
+    finally:
+        d.stop()
+
+
+def test_concurrent_clients(daemon: DaemonProc, tmp_path: Path) -> None:
+    ws = make_files(tmp_path / "ws", {"a.py": "def a():\n    return 1\n", "b.py": "x = 1\n"})
+    a, b = daemon.client(), daemon.client()
+    ida = a.send_request("warm", {"root": str(ws)})
+    idb = b.send_request("complete", {"path": str(ws / "b.py"), "line": 0, "col": 5, "max_tokens": 4})
+    assert b.wait(idb)["generated_tokens"] <= 4
+    assert a.wait(ida)["files"] == 2
+    a.close()
+    b.close()
+    assert isinstance(Client, type)
