@@ -25,7 +25,6 @@ from rich.progress import (
     TextColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
 
 from . import config, model_store, paths, rpc
 from .client import Client, DaemonUnavailable, connect
@@ -39,6 +38,7 @@ class CliError(Exception):
 
 
 # -- arguments ---------------------------------------------------------------------------------
+
 
 def parse_location(spec: str) -> tuple[Path, int, int]:
     m = re.fullmatch(r"(.+):(\d+):(\d+)", spec)
@@ -61,9 +61,11 @@ def parse_range(spec: str, required: bool) -> tuple[Path, int | None, int | None
 
 # -- helpers -----------------------------------------------------------------------------------
 
+
 def bytes_progress(label: str) -> Progress:
-    return Progress(TextColumn(label), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
-                    console=err, transient=True)
+    return Progress(
+        TextColumn(label), BarColumn(), DownloadColumn(), TimeRemainingColumn(), console=err, transient=True
+    )
 
 
 def ensure_model() -> None:
@@ -82,8 +84,7 @@ def client() -> Client:
         return connect(autostart=True)
 
 
-def stream_call(c: Client, method: str, params: dict[str, Any], show: bool = True,
-                progress_label: str = "") -> Any:
+def stream_call(c: Client, method: str, params: dict[str, Any], show: bool = True, progress_label: str = "") -> Any:
     """Call `method`, printing streamed text or a progress bar while it runs."""
     bar: Progress | None = None
     task = None
@@ -94,9 +95,15 @@ def stream_call(c: Client, method: str, params: dict[str, Any], show: bool = Tru
             out.print(p.get("text", ""), end="", markup=False, soft_wrap=True)
         elif name == "banked/progress" and progress_label:
             if bar is None:
-                bar = Progress(TextColumn(progress_label), BarColumn(), TaskProgressColumn(),
-                               TextColumn("{task.completed}/{task.total} tokens"), TimeRemainingColumn(),
-                               console=err, transient=True)
+                bar = Progress(
+                    TextColumn(progress_label),
+                    BarColumn(),
+                    TaskProgressColumn(),
+                    TextColumn("{task.completed}/{task.total} tokens"),
+                    TimeRemainingColumn(),
+                    console=err,
+                    transient=True,
+                )
                 bar.start()
                 task = bar.add_task("t", total=p["total"])
             assert task is not None
@@ -132,6 +139,7 @@ def apply_replacement(text: str, start: int, end: int, replacement: str) -> str:
 
 # -- commands ----------------------------------------------------------------------------------
 
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from .engines import EngineError, make_engine
     from .server import AlreadyRunning, serve
@@ -142,8 +150,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if sys.stderr.isatty():
         paths.log_dir().mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(paths.log_dir() / "daemon.log"))
-    logging.basicConfig(level=level, handlers=handlers,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=level, handlers=handlers, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         c = Client.connect()
         pid = c.call("ping").get("pid")
@@ -195,14 +202,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     e = st["engine"]
     out.print(f"[bold]banked[/] {st['version']} — daemon pid {st['pid']}, up {st['uptime_s']:.0f}s")
     out.print(f"engine [bold]{e['name']}[/] · model {e['model']} · device {e['device']}")
-    out.print(f"cache {st['cached_tokens']:,} / {st['capacity']:,} tokens "
-              f"({e['bytes_per_token'] * st['cached_tokens'] / 2**20:.1f} MiB)")
-    t = Table("workspace", "files", "tokens", "active", "snapshot")
+    out.print(
+        f"cache {st['cached_tokens']:,} / {st['capacity']:,} tokens "
+        f"({e['bytes_per_token'] * st['cached_tokens'] / 2**20:.1f} MiB)"
+    )
     for w in st["workspaces"]:
-        t.add_row(w["root"], str(w["files"]), str(w["tokens"] or "-"), "yes" if w["active"] else "",
-                  w["snapshot"])
-    out.print(t)
-    out.print(f"socket {st['socket']}")
+        mark = "[bold green]●[/] " if w["active"] else "  "
+        out.print(f"{mark}{w['root']}", soft_wrap=True)
+        out.print(f"    {w['files']} files, {w['tokens'] or '-'} tokens, snapshot {w['snapshot']}", soft_wrap=True)
+    out.print(f"socket {st['socket']}", soft_wrap=True)
     return 0
 
 
@@ -213,8 +221,10 @@ def cmd_warm(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(res, indent=2))
     else:
-        out.print(f"warmed {res['root']}: {res['files']} files, {res['tokens']:,} tokens "
-                  f"({res['prefilled_tokens']:,} prefilled) in {res['seconds']:.2f}s")
+        out.print(
+            f"warmed {res['root']}: {res['files']} files, {res['tokens']:,} tokens "
+            f"({res['prefilled_tokens']:,} prefilled) in {res['seconds']:.2f}s"
+        )
         if res["dropped"]:
             out.print(f"{len(res['dropped'])} files did not fit the token budget")
     return 0
@@ -252,8 +262,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def cmd_refactor(args: argparse.Namespace) -> int:
     path, start, end = parse_range(args.target, required=True)
-    params: dict[str, Any] = {"path": str(path), "start_line": start, "end_line": end,
-                              "instruction": args.instruction}
+    params: dict[str, Any] = {"path": str(path), "start_line": start, "end_line": end, "instruction": args.instruction}
     if args.workspace:
         params["workspace"] = str(Path(args.workspace).resolve())
     with client() as c, err.status("refactoring…"):
@@ -262,8 +271,11 @@ def cmd_refactor(args: argparse.Namespace) -> int:
     if hashlib.sha256(old.encode()).hexdigest() != res["digest"]:
         raise CliError(f"{path} changed while the refactor ran; nothing written, run it again")
     new = apply_replacement(old, res["start_line"], res["end_line"], res["replacement"])
-    diff = "".join(difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True),
-                                        f"a/{res['path']}", f"b/{res['path']}"))
+    diff = "".join(
+        difflib.unified_diff(
+            old.splitlines(keepends=True), new.splitlines(keepends=True), f"a/{res['path']}", f"b/{res['path']}"
+        )
+    )
     if args.json:
         print(json.dumps({**res, "diff": diff}, indent=2))
     else:

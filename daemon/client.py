@@ -94,7 +94,10 @@ def start_daemon(log_file: Path | None = None) -> subprocess.Popen[bytes]:
     with log_file.open("ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "banked.daemon", "serve"],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
             env=os.environ.copy(),
         )
 

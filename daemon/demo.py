@@ -29,8 +29,8 @@ def run_demo(out: Console, err: Console, client: Callable[[], Client]) -> int:
     # A fixed, old modification time for the sample, so the demo's edit is the hot file.
     for i, p in enumerate(sorted(ws.rglob("*"))):
         if p.is_file():
-            t = 1_700_000_000 + i
-            os.utime(p, (t, t))
+            stamp = 1_700_000_000 + i
+            os.utime(p, (stamp, stamp))
     geo = ws / "shapes" / "geometry.py"
     rows: list[tuple[str, str, Any]] = []
     with client() as c:
@@ -50,31 +50,45 @@ def run_demo(out: Console, err: Console, client: Callable[[], Client]) -> int:
 
         out.rule("[bold]3. explain rectangle_perimeter")
         a = _find(lines, "def rectangle_perimeter")
-        e = stream_call(c, "explain", {"path": str(geo), "start_line": a, "end_line": a + 2,
-                                       "max_tokens": 160})
+        e = stream_call(c, "explain", {"path": str(geo), "start_line": a, "end_line": a + 2, "max_tokens": 160})
         out.print()
         rows.append(("explain", f"{e['total_ms']:.0f}", e))
 
         out.rule("[bold]4. refactor circle_area: add input validation")
         a = _find(lines, "def circle_area")
-        rf = c.call("refactor", {"path": str(geo), "start_line": a, "end_line": a + 2,
-                                 "instruction": "raise ValueError if r is negative",
-                                 "max_tokens": 160})
+        rf = c.call(
+            "refactor",
+            {
+                "path": str(geo),
+                "start_line": a,
+                "end_line": a + 2,
+                "instruction": "raise ValueError if r is negative",
+                "max_tokens": 160,
+            },
+        )
         old = geo.read_text()
         new = apply_replacement(old, a, a + 2, rf["replacement"])
-        out.print("".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True),
-                                               "a/shapes/geometry.py", "b/shapes/geometry.py")),
-                  markup=False)
+        out.print(
+            "".join(
+                difflib.unified_diff(
+                    old.splitlines(True), new.splitlines(True), "a/shapes/geometry.py", "b/shapes/geometry.py"
+                )
+            ),
+            markup=False,
+        )
         rows.append(("refactor", f"{rf['total_ms']:.0f}", rf))
 
         out.rule("[bold]5. edit a line, then complete again")
-        text = geo.read_text().replace('"""Areas and perimeters of plane shapes."""',
-                                       '"""Areas and perimeters of plane shapes (SI units)."""')
+        text = geo.read_text().replace(
+            '"""Areas and perimeters of plane shapes."""', '"""Areas and perimeters of plane shapes (SI units)."""'
+        )
         geo.write_text(text)
         time.sleep(0.6)  # let the watcher see the save
         w2 = stream_call(c, "warm", {"root": str(ws)}, progress_label="re-prefilling")
-        out.print(f"after the edit: {w2['prefilled_tokens']:,} of {w2['tokens']:,} tokens re-prefilled "
-                  f"in {w2['seconds'] * 1000:.0f} ms")
+        out.print(
+            f"after the edit: {w2['prefilled_tokens']:,} of {w2['tokens']:,} tokens re-prefilled "
+            f"in {w2['seconds'] * 1000:.0f} ms"
+        )
         rows.append(("re-warm after edit", f"{w2['seconds'] * 1000:.0f}", w2))
         r2 = c.call("complete", {"path": str(geo), "line": ln - 1, "col": col - 1})
         out.print(f"[green]{r2['text']}[/]")
@@ -82,8 +96,13 @@ def run_demo(out: Console, err: Console, client: Callable[[], Client]) -> int:
 
     t = Table("step", "ms", "reused", "prefilled", "generated", "ttft ms", title="banked demo")
     for name, ms, res in rows:
-        t.add_row(name, ms, str(res.get("reused_tokens", "")),
-                  str(res.get("prefilled_tokens", "")), str(res.get("generated_tokens", "")),
-                  str(res.get("ttft_ms", "")))
+        t.add_row(
+            name,
+            ms,
+            str(res.get("reused_tokens", "")),
+            str(res.get("prefilled_tokens", "")),
+            str(res.get("generated_tokens", "")),
+            str(res.get("ttft_ms", "")),
+        )
     out.print(t)
     return 0

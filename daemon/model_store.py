@@ -108,9 +108,7 @@ def assemble(
     finally:
         tmp.unlink(missing_ok=True)
     st = dest.stat()
-    _stamp(dest).write_text(
-        json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": expected_sha256})
-    )
+    _stamp(dest).write_text(json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": expected_sha256}))
     return dest
 
 

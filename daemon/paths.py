@@ -53,7 +53,8 @@ def config_file() -> Path:
 
 
 def models_dir() -> Path:
-    return cache_dir() / "models"
+    value = os.environ.get("BANKED_MODELS_DIR")
+    return Path(value) if value else cache_dir() / "models"
 
 
 def snapshots_dir() -> Path:

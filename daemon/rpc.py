@@ -1,8 +1,8 @@
 """msgpack-RPC messages (the spec Neovim uses), shared by the daemon and its clients.
 
-    [0, id, method, params]   request
-    [1, id, error, result]    response (error is None or {"code", "message"})
-    [2, method, params]       notification (streamed text carries the request id)
+[0, id, method, params]   request
+[1, id, error, result]    response (error is None or {"code", "message"})
+[2, method, params]       notification (streamed text carries the request id)
 """
 
 from __future__ import annotations

@@ -96,6 +96,8 @@ class Scheduler:
             self._closed = True
             for e in self._heap:
                 e.job.cancel()
+            if self.running is not None:
+                self.running.cancel()
             self._cond.notify()
         self._thread.join(timeout)
 

@@ -176,8 +176,13 @@ async def serve(daemon: Daemon, sock_path: Path | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await daemon.start()
-    log.info("banked daemon %d serving on %s (%s, %s)", os.getpid(), sock_path,
-             daemon.engine.info.name, daemon.engine.info.model)
+    log.info(
+        "banked daemon %d serving on %s (%s, %s)",
+        os.getpid(),
+        sock_path,
+        daemon.engine.info.name,
+        daemon.engine.info.model,
+    )
     try:
         async with server:
             await stop.wait()

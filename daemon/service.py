@@ -104,6 +104,7 @@ def extract_code(answer: str) -> str:
 
 def reindent(original: str, new: str) -> str:
     """Keep the selection's indentation if the model dropped it."""
+
     def indent(s: str) -> str:
         first = next((ln for ln in s.splitlines() if ln.strip()), "")
         return first[: len(first) - len(first.lstrip())]
@@ -222,7 +223,7 @@ class Daemon:
                 if changed:
                     entry.wc.invalidate()
         if changed and self.loop is not None:
-            log.info("%s: %d files changed on disk", root, len(changed))
+            log.info("%s: %d files changed on disk%s", root, len(changed), " (rescanned)" if full else "")
             self.loop.call_soon_threadsafe(self.schedule_sync, root, entry)
 
     def _activate(self, root: Path) -> None:
@@ -252,8 +253,9 @@ class Daemon:
             d = snapshot.save(self.engine, root, segments)
             entry.dirty = False
             entry.snapshot_saved = time.time()
-            log.info("snapshot of %s: %d tokens in %.2fs -> %s", root, len(self.engine.cached),
-                     time.perf_counter() - t, d)
+            log.info(
+                "snapshot of %s: %d tokens in %.2fs -> %s", root, len(self.engine.cached), time.perf_counter() - t, d
+            )
         except (OSError, EngineError) as exc:
             # A full disk must not take the daemon down: the previous snapshot stays valid.
             log.error("could not write the snapshot of %s: %s (free some disk space)", root, exc)
@@ -262,6 +264,7 @@ class Daemon:
         """Bring `root`'s cache up to date in the background; reuses a pending sync job."""
         if entry.sync_job is not None and not entry.sync_job.future.done() and call is None:
             return entry.sync_job
+
         def progress(done: int, total: int) -> None:
             if call is not None and self.loop is not None:
                 self.loop.call_soon_threadsafe(call.progress, done, total, "prefilling workspace")
@@ -299,7 +302,9 @@ class Daemon:
         if self.sched.pending():
             self._later("snapshot", root, self.cfg.snapshot_idle_s, self._snapshot_soon)
             return
-        self.sched.submit(Priority.BACKGROUND, lambda j: self._save_active() if self.active == root else None, "snapshot")
+        self.sched.submit(
+            Priority.BACKGROUND, lambda j: self._save_active() if self.active == root else None, "snapshot"
+        )
 
     def _compact_soon(self, root: Path) -> None:
         entry = self.entries.get(root)
@@ -361,6 +366,8 @@ class Daemon:
             self._activate(root)
             if not run_generation(entry.wc, g, job.cancelled, job.preempted):
                 return YIELD
+            if job.cancelled():
+                raise Cancelled(job.name)
             return g
 
         return run
@@ -381,17 +388,19 @@ class Daemon:
         wss = []
         for root, e in sorted(self.entries.items()):
             plan = e.wc._plan
-            wss.append({
-                "root": str(root),
-                "active": root == self.active,
-                "files": len(e.wc.ws.files),
-                "skipped": len(e.wc.ws.skipped),
-                "tokens": len(plan.ids) if plan else None,
-                "dropped": len(plan.dropped) if plan else None,
-                "overlays": len(e.wc.overlays),
-                "snapshot": str(snapshot.snapshot_dir(root)),
-                "snapshot_saved": e.snapshot_saved,
-            })
+            wss.append(
+                {
+                    "root": str(root),
+                    "active": root == self.active,
+                    "files": len(e.wc.ws.files),
+                    "skipped": len(e.wc.ws.skipped),
+                    "tokens": len(plan.ids) if plan else None,
+                    "dropped": len(plan.dropped) if plan else None,
+                    "overlays": len(e.wc.overlays),
+                    "snapshot": str(snapshot.snapshot_dir(root)),
+                    "snapshot_saved": e.snapshot_saved,
+                }
+            )
         return {
             "pid": os.getpid(),
             "version": __version__,
@@ -457,19 +466,34 @@ class Daemon:
             with self._lock:
                 entry.wc.plan()
             tail = entry.wc.fim_tail(rel, text, line, col)
-            g = Generation(tail, self.tpl.fim_stops, max_tokens,
-                           TextStream(self.engine, max_lines=max_lines), on_text=self._stream(call))
+            g = Generation(
+                tail,
+                self.tpl.fim_stops,
+                max_tokens,
+                TextStream(self.engine, max_lines=max_lines),
+                on_text=self._stream(call),
+            )
             return self._generate(call, entry, root, g)(job)
 
         g: Generation = await self._run(call, Priority.COMPLETE, build, f"complete {rel}")
         self._later("compact", root, self.cfg.compact_idle_s, self._compact_soon)
-        return {"text": g.stream.text, **g.metrics(), "engine": self.engine.info.name,
-                "model": self.engine.info.model, "path": rel, "workspace": str(root)}
+        return {
+            "text": g.stream.text,
+            **g.metrics(),
+            "engine": self.engine.info.name,
+            "model": self.engine.info.model,
+            "path": rel,
+            "workspace": str(root),
+        }
 
     def _stream(self, call: Call) -> Callable[[str], None]:
         loop = self.loop
         assert loop is not None
-        return lambda t: loop.call_soon_threadsafe(call.text, t)
+
+        def send(text: str) -> None:
+            loop.call_soon_threadsafe(call.text, text)
+
+        return send
 
     async def _chat(
         self, call: Call, params: Any, prompt: Callable[[str, str, int, int], str]
@@ -491,40 +515,64 @@ class Daemon:
         def build(job: Job) -> Any:
             g = getattr(job, "generation", None)
             if g is None:
-                g = Generation(self.tpl.chat(user), self.tpl.chat_stops, max_tokens,
-                               TextStream(self.engine), on_text=self._stream(call))
+                g = Generation(
+                    self.tpl.chat(user),
+                    self.tpl.chat_stops,
+                    max_tokens,
+                    TextStream(self.engine),
+                    on_text=self._stream(call),
+                )
                 job.generation = g  # type: ignore[attr-defined]
             return self._generate(call, entry, root, g)(job)
 
         g = await self._run(call, Priority.CHAT, build, f"chat {rel}")
-        meta = {"path": rel, "start_line": start, "end_line": end, "original": selected,
-                "digest": hashlib.sha256(text.encode()).hexdigest(), "workspace": str(root)}
+        meta = {
+            "path": rel,
+            "start_line": start,
+            "end_line": end,
+            "original": selected,
+            "digest": hashlib.sha256(text.encode()).hexdigest(),
+            "workspace": str(root),
+        }
         return g, meta
 
     async def m_explain(self, call: Call, params: Any) -> Any:
         def prompt(rel: str, code: str, a: int, b: int) -> str:
-            return (f"Explain what this code from {rel} (lines {a}-{b}) does, for a developer "
-                    f"reading it for the first time. Mention how it fits the workspace.\n\n"
-                    f"```\n{code}```")
+            return (
+                f"Explain what this code from {rel} (lines {a}-{b}) does, for a developer "
+                f"reading it for the first time. Mention how it fits the workspace.\n\n"
+                f"```\n{code}```"
+            )
 
         g, meta = await self._chat(call, params, prompt)
-        return {"text": g.stream.text, **g.metrics(), **meta, "engine": self.engine.info.name,
-                "model": self.engine.info.model}
+        return {
+            "text": g.stream.text,
+            **g.metrics(),
+            **meta,
+            "engine": self.engine.info.name,
+            "model": self.engine.info.model,
+        }
 
     async def m_refactor(self, call: Call, params: Any) -> Any:
         instruction = _param(params, "instruction", str)
 
         def prompt(rel: str, code: str, a: int, b: int) -> str:
-            return (f"Rewrite this code from {rel} (lines {a}-{b}) as follows: {instruction}\n"
-                    "Reply with only the complete new code for these lines in one fenced code "
-                    f"block, keeping the indentation.\n\n```\n{code}```")
+            return (
+                f"Rewrite this code from {rel} (lines {a}-{b}) as follows: {instruction}\n"
+                "Reply with only the complete new code for these lines in one fenced code "
+                f"block, keeping the indentation.\n\n```\n{code}```"
+            )
 
         g, meta = await self._chat(call, params, prompt)
         replacement = reindent(meta["original"], extract_code(g.stream.text))
-        return {"replacement": replacement, "answer": g.stream.text, **g.metrics(), **meta,
-                "engine": self.engine.info.name, "model": self.engine.info.model}
+        return {
+            "replacement": replacement,
+            "answer": g.stream.text,
+            **g.metrics(),
+            **meta,
+            "engine": self.engine.info.name,
+            "model": self.engine.info.model,
+        }
 
     def methods(self) -> dict[str, Callable[[Call, Any], Awaitable[Any]]]:
-        return {
-            name[2:]: getattr(self, name) for name in dir(self) if name.startswith("m_")
-        }
+        return {name[2:]: getattr(self, name) for name in dir(self) if name.startswith("m_")}

@@ -13,8 +13,15 @@ from dataclasses import dataclass
 from .engines.base import Engine, EngineError
 
 QWEN_SPECIALS = (
-    "<|repo_name|>", "<|file_sep|>", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>",
-    "<|fim_pad|>", "<|endoftext|>", "<|im_start|>", "<|im_end|>",
+    "<|repo_name|>",
+    "<|file_sep|>",
+    "<|fim_prefix|>",
+    "<|fim_suffix|>",
+    "<|fim_middle|>",
+    "<|fim_pad|>",
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
 )
 
 SYSTEM_PROMPT = (
@@ -54,22 +61,41 @@ class QwenCoderTemplate:
 
     def fim(self, path: str, before: list[int], after: list[int]) -> list[int]:
         return [
-            *self.fim_head(path), *before, self.sp["<|fim_suffix|>"], *after,
+            *self.fim_head(path),
+            *before,
+            self.sp["<|fim_suffix|>"],
+            *after,
             self.sp["<|fim_middle|>"],
         ]
 
     def chat(self, user: str, system: str = SYSTEM_PROMPT) -> list[int]:
         s, e = self.sp["<|im_start|>"], self.sp["<|im_end|>"]
         return [
-            s, *self._t(f"system\n{system}"), e, *self._t("\n"),
-            s, *self._t(f"user\n{user}"), e, *self._t("\n"),
-            s, *self._t("assistant\n"),
+            s,
+            *self._t(f"system\n{system}"),
+            e,
+            *self._t("\n"),
+            s,
+            *self._t(f"user\n{user}"),
+            e,
+            *self._t("\n"),
+            s,
+            *self._t("assistant\n"),
         ]
 
     @property
     def fim_stops(self) -> set[int]:
-        names = ("<|endoftext|>", "<|fim_pad|>", "<|file_sep|>", "<|repo_name|>", "<|im_end|>",
-                 "<|im_start|>", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>")
+        names = (
+            "<|endoftext|>",
+            "<|fim_pad|>",
+            "<|file_sep|>",
+            "<|repo_name|>",
+            "<|im_end|>",
+            "<|im_start|>",
+            "<|fim_prefix|>",
+            "<|fim_suffix|>",
+            "<|fim_middle|>",
+        )
         return {self.sp[n] for n in names} | self.engine.eos_ids
 
     @property

@@ -21,16 +21,49 @@ import pathspec
 log = logging.getLogger(__name__)
 
 DEFAULT_EXCLUDES = [
-    ".git/", ".hg/", ".svn/", ".jj/",
-    "node_modules/", ".venv/", "venv/", "__pycache__/", ".tox/", ".nox/",
-    ".mypy_cache/", ".pytest_cache/", ".ruff_cache/", "*.egg-info/",
-    "build/", "dist/", "target/", "out/", ".next/", ".gradle/",
-    ".idea/", ".vscode/", ".DS_Store",
-    "package-lock.json", "*.min.js", "*.map", "*.pyc", "*.lock",
+    ".git/",
+    ".hg/",
+    ".svn/",
+    ".jj/",
+    "node_modules/",
+    ".venv/",
+    "venv/",
+    "__pycache__/",
+    ".tox/",
+    ".nox/",
+    ".mypy_cache/",
+    ".pytest_cache/",
+    ".ruff_cache/",
+    "*.egg-info/",
+    "build/",
+    "dist/",
+    "target/",
+    "out/",
+    ".next/",
+    ".gradle/",
+    ".idea/",
+    ".vscode/",
+    ".DS_Store",
+    "package-lock.json",
+    "*.min.js",
+    "*.map",
+    "*.pyc",
+    "*.lock",
 ]
 SECRET_PATTERNS = [
-    ".env", ".env.*", "*.pem", "*.key", "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*",
-    "*.p12", "*.pfx", ".netrc", ".pgpass", "credentials.json",
+    ".env",
+    ".env.*",
+    "*.pem",
+    "*.key",
+    "id_rsa*",
+    "id_dsa*",
+    "id_ecdsa*",
+    "id_ed25519*",
+    "*.p12",
+    "*.pfx",
+    ".netrc",
+    ".pgpass",
+    "credentials.json",
 ]
 _SNIFF = 8192
 
@@ -50,7 +83,7 @@ class Rules:
     include_secrets: bool = False
     max_files: int = 20000  # a walk stops here: pointing banked at $HOME or / must not hang it
 
-    def base_spec(self) -> pathspec.PathSpec:
+    def base_spec(self) -> pathspec.GitIgnoreSpec:
         patterns = DEFAULT_EXCLUDES + self.extra_excludes
         if not self.include_secrets:
             patterns = patterns + SECRET_PATTERNS
@@ -68,13 +101,13 @@ class Workspace:
         self.root = root.resolve()
         self.rules = rules or Rules()
         self._base = self.rules.base_spec()
-        self._ignores: dict[str, pathspec.PathSpec | None] = {}
+        self._ignores: dict[str, pathspec.GitIgnoreSpec | None] = {}
         self.files: dict[str, FileState] = {}
         self.skipped: dict[str, str] = {}  # path -> why, for status and tests
 
     # -- rules ---------------------------------------------------------------------------
 
-    def _gitignore(self, rel_dir: str) -> pathspec.PathSpec | None:
+    def _gitignore(self, rel_dir: str) -> pathspec.GitIgnoreSpec | None:
         if rel_dir not in self._ignores:
             spec = None
             p = self.root / rel_dir / ".gitignore"
@@ -124,28 +157,35 @@ class Workspace:
         full = self.root / rel
         self.skipped.pop(rel, None)
         if self.ignored(rel):
-            return self._skip(rel, "excluded")
+            self._skip(rel, "excluded")
+            return None
         if not self.contains(full):
-            return self._skip(rel, "symlink outside the workspace")
+            self._skip(rel, "symlink outside the workspace")
+            return None
         try:
             fd = os.open(os.path.realpath(full), os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
             return None
         except OSError as exc:
-            return self._skip(rel, f"unreadable: {exc.strerror}")
+            self._skip(rel, f"unreadable: {exc.strerror}")
+            return None
         with os.fdopen(fd, "rb") as f:
             st = os.fstat(f.fileno())
             if not stat.S_ISREG(st.st_mode):
-                return self._skip(rel, "not a regular file")
+                self._skip(rel, "not a regular file")
+                return None
             if st.st_size > self.rules.max_file_bytes:
-                return self._skip(rel, f"larger than {self.rules.max_file_bytes} bytes")
+                self._skip(rel, f"larger than {self.rules.max_file_bytes} bytes")
+                return None
             data = f.read(self.rules.max_file_bytes + 1)
         if b"\0" in data[:_SNIFF] or b"\0" in data:
-            return self._skip(rel, "binary")
+            self._skip(rel, "binary")
+            return None
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
-            return self._skip(rel, "not UTF-8")
+            self._skip(rel, "not UTF-8")
+            return None
         return FileState(rel, text, st.st_mtime_ns, digest(text))
 
     def _skip(self, rel: str, why: str) -> None:

@@ -97,9 +97,7 @@ class WorkspaceCache:
         return ids
 
     def _views(self) -> list[_View]:
-        views = {
-            p: _View(p, f.text, f.digest, f.mtime_ns) for p, f in self.ws.files.items()
-        }
+        views = {p: _View(p, f.text, f.digest, f.mtime_ns) for p, f in self.ws.files.items()}
         for p, (text, t) in self._committed.items():
             if self.ws.ignored(p):
                 continue
@@ -118,9 +116,7 @@ class WorkspaceCache:
         dropped: list[str] = []
         if sum(len(ids) for _, ids in sized) > room:
             # Open and recently edited files first, then the most recently modified.
-            ranked = sorted(
-                sized, key=lambda vi: (vi[0].path not in self._recent, -vi[0].key, vi[0].path)
-            )
+            ranked = sorted(sized, key=lambda vi: (vi[0].path not in self._recent, -vi[0].key, vi[0].path))
             keep: set[str] = set()
             for v, ids in ranked:
                 if len(ids) <= room:

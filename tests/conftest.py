@@ -14,10 +14,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tinymodel import write_tiny_qwen2  # noqa: E402
-
 from banked.daemon.client import Client  # noqa: E402
 from banked.daemon.config import Config  # noqa: E402
+from tinymodel import write_tiny_qwen2  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -88,8 +87,13 @@ class DaemonProc:
         log = Path(self.env["BANKED_LOG_DIR"])
         log.mkdir(parents=True, exist_ok=True)
         self.out = (log / "test-daemon.log").open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "banked.daemon", "serve"], env=self.env,
-                                     stdout=self.out, stderr=self.out, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "banked.daemon", "serve"],
+            env=self.env,
+            stdout=self.out,
+            stderr=self.out,
+            stdin=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from banked.daemon.config import Config
 from banked.daemon.engines.base import TextStream
 from banked.daemon.engines.llamacpp import LlamaCppEngine
@@ -23,7 +22,8 @@ from banked.daemon.templates import template_for
 from banked.daemon.workspace import Workspace
 from banked.daemon.wscache import Generation, WorkspaceCache, common_prefix, run_generation
 
-WORDS = "alpha beta gamma delta return self value None def class import for in if else".split()
+WORDS = ["alpha", "beta", "gamma", "delta", "return", "self", "value", "None", "def", "class"]
+WORDS += ["import", "for", "in", "if", "else"]
 
 
 def rand_line(rng: random.Random) -> str:
@@ -115,7 +115,7 @@ def test_incremental_equals_fresh_prefill(tmp_path: Path, cfg: Config, tiny_mode
             ws.scan()
             wc.invalidate()
             calls = iter([False, True])
-            wc.sync(should_stop=lambda: next(calls, True))
+            wc.sync(should_stop=lambda calls=calls: next(calls, True))  # type: ignore[misc]
         if op in ("fim", "partial") and active in ws.files:
             text = wc.text_of(active) or ""
             lines = text.split("\n")
@@ -155,7 +155,9 @@ def test_an_edit_re_prefills_only_what_follows(tmp_path: Path, cfg: Config, engi
     assert common_prefix(engine.cached, wc.plan().ids) == len(wc.plan().ids)
 
 
-def test_typing_re_prefills_typed_tokens_plus_suffix_window(tmp_path: Path, cfg: Config, engine: LlamaCppEngine) -> None:
+def test_typing_re_prefills_typed_tokens_plus_suffix_window(
+    tmp_path: Path, cfg: Config, engine: LlamaCppEngine
+) -> None:
     World(tmp_path / "ws", random.Random(3))
     ws = Workspace(tmp_path / "ws")
     wc = WorkspaceCache(ws, engine, template_for(engine), cfg)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import stat
@@ -13,10 +14,9 @@ from pathlib import Path
 
 import msgpack
 import pytest
-from conftest import DaemonProc, make_files
-
 from banked.daemon import rpc
 from banked.daemon.client import Client
+from conftest import DaemonProc, make_files
 
 
 def raw(d: DaemonProc) -> socket.socket:
@@ -62,10 +62,8 @@ def test_not_an_rpc_array_closes_the_connection(daemon: DaemonProc) -> None:
 def test_oversize_frame_closes_the_connection(daemon: DaemonProc) -> None:
     s = raw(daemon)
     header = b"\xdb" + (rpc.MAX_FRAME * 2).to_bytes(4, "big")  # str32 of 32 MiB
-    try:
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
         s.sendall(header + b"x" * (rpc.MAX_FRAME + 65536))
-    except (BrokenPipeError, ConnectionResetError):
-        pass
     assert closed_by_peer(s)
     assert_serves(daemon)
 
@@ -126,8 +124,9 @@ def test_another_uid_is_refused(banked_env: dict[str, str]) -> None:
 
 
 def test_second_daemon_says_one_is_running(daemon: DaemonProc) -> None:
-    out = subprocess.run([sys.executable, "-m", "banked.daemon", "serve"], env=daemon.env,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "banked.daemon", "serve"], env=daemon.env, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 1
     assert "already running" in out.stderr
     assert_serves(daemon)

@@ -38,9 +38,7 @@ def _byte_symbols() -> list[str]:
     return [chr(table[b]) for b in range(256)]
 
 
-def write_tiny_qwen2(
-    path: Path, *, d: int = 64, layers: int = 2, ctx: int = 32768, seed: int = 0
-) -> Path:
+def write_tiny_qwen2(path: Path, *, d: int = 64, layers: int = 2, ctx: int = 32768, seed: int = 0) -> Path:
     import gguf
 
     rng = np.random.default_rng(seed)

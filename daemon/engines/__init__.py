@@ -18,9 +18,9 @@ def make_engine(cfg: Config, progress: Progress | None = None) -> Engine:
     """
     name = cfg.engine
     if name == "exl2":
-        raise EngineError("the exl2 engine is not available in this build; use engine = \"llamacpp\"")
+        raise EngineError('the exl2 engine is not available in this build; use engine = "llamacpp"')
     if name not in ("auto", "llamacpp"):
-        raise EngineError(f"unknown engine {name!r}; choose \"auto\" or \"llamacpp\"")
+        raise EngineError(f'unknown engine {name!r}; choose "auto" or "llamacpp"')
     from .llamacpp import LlamaCppEngine
 
     model = Path(cfg.model).expanduser() if cfg.model else ensure_default_model(progress)

@@ -164,9 +164,7 @@ class LlamaCppEngine:
 
     def save(self, path: Path) -> None:
         arr = (self._lib.llama_token * max(1, len(self._ids)))(*self._ids)
-        if not self._lib.llama_state_save_file(
-            self._llm._ctx.ctx, str(path).encode(), arr, len(self._ids)
-        ):
+        if not self._lib.llama_state_save_file(self._llm._ctx.ctx, str(path).encode(), arr, len(self._ids)):
             raise EngineError(f"llama.cpp could not write the cache to {path}; is the disk full?")
 
     def load(self, path: Path) -> list[int]:
@@ -174,11 +172,9 @@ class LlamaCppEngine:
         arr = (self._lib.llama_token * cap)()
         n = ctypes.c_size_t(0)
         self.truncate(0)
-        ok = self._lib.llama_state_load_file(
-            self._llm._ctx.ctx, str(path).encode(), arr, cap, ctypes.byref(n)
-        )
+        ok = self._lib.llama_state_load_file(self._llm._ctx.ctx, str(path).encode(), arr, cap, ctypes.byref(n))
         if not ok:
-            self._llm._ctx.kv_cache_clear()
+            self._llm._ctx.kv_cache_clear()  # type: ignore[no-untyped-call]
             raise EngineError(f"llama.cpp rejected the saved cache {path}")
         ids = [int(t) for t in arr[: n.value]]
         self._llm.n_tokens = len(ids)

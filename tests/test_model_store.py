@@ -1,0 +1,60 @@
+"""The embedded default model: assembled from its PyPI parts, checked, never used when bad."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from banked.daemon import model_store
+
+
+def parts(tmp_path: Path, n: int = 3) -> list[Path]:
+    out = []
+    for i in range(n):
+        p = tmp_path / f"part{i:02d}.bin"
+        p.write_bytes(bytes([i]) * 1000)
+        out.append(p)
+    return out
+
+
+def test_assembles_and_checks(tmp_path: Path) -> None:
+    ps = parts(tmp_path)
+    whole = b"".join(p.read_bytes() for p in ps)
+    seen: list[int] = []
+    dest = model_store.assemble(
+        ps, tmp_path / "m.gguf", len(whole), hashlib.sha256(whole).hexdigest(), lambda done, total: seen.append(done)
+    )
+    assert dest.read_bytes() == whole
+    assert seen[-1] == len(whole)
+
+
+def test_bad_digest_is_an_error_naming_the_file_and_leaves_nothing(tmp_path: Path) -> None:
+    ps = parts(tmp_path)
+    dest = tmp_path / "m.gguf"
+    with pytest.raises(model_store.ModelError) as e:
+        model_store.assemble(ps, dest, 3000, "0" * 64)
+    assert str(dest) in str(e.value) and "Reinstall" in str(e.value)
+    assert not dest.exists()
+    assert not list(tmp_path.glob("m.gguf*"))
+
+
+def test_the_default_model_parts_are_installed() -> None:
+    files = model_store.part_files()
+    assert len(files) == 22
+    assert sum(f.stat().st_size for f in files) == model_store.DEFAULT_MODEL_SIZE
+
+
+def test_a_tampered_default_model_is_reassembled(
+    banked_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    ps = parts(tmp_path)
+    whole = b"".join(p.read_bytes() for p in ps)
+    monkeypatch.setattr(model_store, "part_files", lambda: ps)
+    monkeypatch.setattr(model_store, "DEFAULT_MODEL_SIZE", len(whole))
+    monkeypatch.setattr(model_store, "DEFAULT_MODEL_SHA256", hashlib.sha256(whole).hexdigest())
+    path = model_store.ensure_default_model()
+    assert model_store.is_ready()
+    path.write_bytes(b"tampered")  # the stamp no longer matches: re-verified, not trusted
+    assert not model_store.is_ready()
+    assert model_store.ensure_default_model().read_bytes() == whole

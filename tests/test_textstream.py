@@ -1,0 +1,38 @@
+"""Streaming text: stop strings never leak, even split across tokens; line limits cut cleanly."""
+
+from __future__ import annotations
+
+from banked.daemon.engines.base import TextStream
+
+
+class ByteEngine:
+    """Detokenizes a token id as the byte with that value (unit test double for TextStream)."""
+
+    def detokenize(self, ids: list[int]) -> bytes:
+        return bytes(ids)
+
+
+def feed(stream: TextStream, text: str) -> str:
+    shown = ""
+    for b in text.encode():
+        shown += stream.feed(b)
+        if stream.done:
+            break
+    return shown + stream.finish()
+
+
+def test_stop_string_split_across_tokens_is_never_shown() -> None:
+    s = TextStream(ByteEngine(), stop_strings=["\n\n\n"])  # type: ignore[arg-type]
+    assert feed(s, "x = 1\n\n\nmore") == "x = 1"
+    assert s.stopped_by.startswith("stop")
+
+
+def test_max_lines_cuts_at_the_newline() -> None:
+    s = TextStream(ByteEngine(), max_lines=1)  # type: ignore[arg-type]
+    assert feed(s, "2 * math.pi * r\n```\n") == "2 * math.pi * r"
+    assert s.stopped_by == "max_lines"
+
+
+def test_utf8_split_across_tokens() -> None:
+    s = TextStream(ByteEngine())  # type: ignore[arg-type]
+    assert feed(s, "café ☕") == "café ☕"
