@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from banked.daemon import config, model_store
+from banked.daemon.engines import DEFAULT_CHUNK
 from banked.daemon.engines.llamacpp import LlamaCppEngine
 from banked.daemon.templates import template_for
 from banked.daemon.wscache import common_prefix
@@ -43,8 +44,8 @@ class Peer:
                 ids += self.tpl.file(p.relative_to(self.root).as_posix(), p.read_text())
         lines = text.split("\n")
         before = "\n".join(lines[:line] + [lines[line][:col]])
-        after = self.tpl._t("\n".join([lines[line][col:], *lines[line + 1 :]]))[:suffix_tokens]
-        return ids + self.tpl.fim(active.relative_to(self.root).as_posix(), self.tpl._t(before), after)
+        after = self.tpl.tokens("\n".join([lines[line][col:], *lines[line + 1 :]]))[:suffix_tokens]
+        return ids + self.tpl.fim(active.relative_to(self.root).as_posix(), self.tpl.tokens(before), after)
 
     def complete(self, seq: list[int]) -> dict[str, float]:
         t0 = time.perf_counter()
@@ -175,7 +176,9 @@ def main() -> None:
     d.stop()
 
     # Peers, same engine class and model, in this process (the daemon is stopped: no contention).
-    e = LlamaCppEngine(model, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads, chunk=cfg.prefill_chunk)
+    e = LlamaCppEngine(
+        model, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads, chunk=cfg.prefill_chunk or DEFAULT_CHUNK["llamacpp"]
+    )
     text = hot.read_text()
     stateless, reuse = Peer(e, root, reuse=False), Peer(e, root, reuse=True)
     s = stateless.complete(stateless.prompt(hot, text, *cur, cfg.suffix_tokens))

@@ -131,9 +131,12 @@ def atomic_write(path: Path, text: str) -> None:
 
 
 def apply_replacement(text: str, start: int, end: int, replacement: str) -> str:
+    """`text` with lines start..end (1-based) replaced, in the file's own line ending."""
     lines = text.splitlines(keepends=True)
-    if replacement and not replacement.endswith("\n") and end < len(lines):
-        replacement += "\n"
+    eol = "\r\n" if "\r\n" in text else "\n"
+    replacement = replacement.replace("\r\n", "\n").replace("\n", eol)
+    if replacement and not replacement.endswith(eol) and end < len(lines):
+        replacement += eol
     return "".join(lines[: start - 1]) + replacement + "".join(lines[end:])
 
 
@@ -206,6 +209,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"cache {st['cached_tokens']:,} / {st['capacity']:,} tokens "
         f"({e['bytes_per_token'] * st['cached_tokens'] / 2**20:.1f} MiB)"
     )
+    x = e.get("extra", {})
+    if "vram_weights_bytes" in x:
+        out.print(
+            f"VRAM: weights {x['vram_weights_bytes'] / 2**30:.2f} GiB, "
+            f"{x['cache_type']} cache {x['vram_cache_bytes'] / 2**30:.2f} GiB"
+        )
     for w in st["workspaces"]:
         mark = "[bold green]●[/] " if w["active"] else "  "
         out.print(f"{mark}{w['root']}", soft_wrap=True)
@@ -267,7 +276,7 @@ def cmd_refactor(args: argparse.Namespace) -> int:
         params["workspace"] = str(Path(args.workspace).resolve())
     with client() as c, err.status("refactoring…"):
         res = stream_call(c, "refactor", params, show=False)
-    old = path.read_text(encoding="utf-8")
+    old = path.read_bytes().decode("utf-8")  # exactly as on disk: CRLF files stay CRLF
     if hashlib.sha256(old.encode()).hexdigest() != res["digest"]:
         raise CliError(f"{path} changed while the refactor ran; nothing written, run it again")
     new = apply_replacement(old, res["start_line"], res["end_line"], res["replacement"])
@@ -283,6 +292,27 @@ def cmd_refactor(args: argparse.Namespace) -> int:
     if args.apply and diff:
         atomic_write(path, new)
         err.print(f"applied to {path}")
+    return 0
+
+
+def cmd_model_convert(args: argparse.Namespace) -> int:
+    from .convert import ConvertError, convert
+
+    out_dir = Path(args.out).resolve()
+    try:
+        with err.status("converting…") as status:
+            convert(
+                Path(args.src).resolve(),
+                out_dir,
+                args.bits,
+                args.head_bits,
+                args.rows,
+                args.length,
+                report=lambda line: status.update(line[:100]),
+            )
+    except ConvertError as exc:
+        raise CliError(str(exc)) from exc
+    out.print(f'EXL2 model written to {out_dir}; use it with model = "{out_dir}" (engine auto or exl2)')
     return 0
 
 
@@ -322,6 +352,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workspace")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_refactor)
+    s = sub.add_parser("model", help="model tools")
+    msub = s.add_subparsers(dest="model_cmd", required=True)
+    s = msub.add_parser("convert", help="make an EXL2 model from an HF directory or a GGUF file (needs a GPU)")
+    s.add_argument("src")
+    s.add_argument("out")
+    s.add_argument("--bits", type=float, default=4.0)
+    s.add_argument("--head-bits", type=int, default=6)
+    s.add_argument("--rows", type=int, default=0, help="calibration rows (fewer: faster, coarser)")
+    s.add_argument("--length", type=int, default=0, help="calibration tokens per row")
+    s.set_defaults(fn=cmd_model_convert)
     sub.add_parser("demo", help="warm a sample workspace; complete, explain, refactor").set_defaults(fn=cmd_demo)
     return p
 

@@ -27,8 +27,13 @@ class Config:
     model: str = ""
     n_ctx: int = 32768
     n_threads: int = 0  # 0 = all cores
-    # A completion waits for at most one in-flight chunk: 64 tokens is ~1.5 s on 2 CPU cores.
-    prefill_chunk: int = 64
+    # Tokens per prefill step; 0 = the engine's default (llamacpp 64: a completion waits for at
+    # most one step, ~1.5 s on 2 CPU cores; exl2 2048).
+    prefill_chunk: int = 0
+    # exl2 only: KV cache type (fp16, q8, q6, q4) and RoPE scaling overrides (0 = the model's own).
+    cache_type: str = "q4"
+    rope_scale: float = 0.0
+    rope_alpha: float = 0.0
     # Completion shape.
     max_tokens: int = 64
     max_lines: int = 10

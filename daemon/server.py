@@ -21,6 +21,7 @@ from typing import IO, Any
 import msgpack
 
 from . import paths, rpc
+from .engines.base import EngineError
 from .service import Call, Daemon, UserError
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,8 @@ class Connection:
                 result = await handler(call, params)
         except UserError as exc:
             error = {"code": exc.code, "message": str(exc)}
+        except EngineError as exc:
+            error = {"code": "engine", "message": str(exc)}
         except Exception as exc:  # a bug in one request must not take the daemon down
             log.exception("%s failed", method)
             error = {"code": "internal", "message": f"{type(exc).__name__}: {exc}; see the daemon log"}

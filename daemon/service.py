@@ -28,7 +28,7 @@ from .scheduler import YIELD, Cancelled, Job, Priority, Scheduler
 from .templates import template_for
 from .watcher import Watcher
 from .workspace import Rules, Workspace
-from .wscache import Generation, WorkspaceCache, run_generation
+from .wscache import TAIL_RESERVE, Generation, WorkspaceCache, run_generation
 
 log = logging.getLogger(__name__)
 
@@ -374,7 +374,7 @@ class Daemon:
 
     def _ensure_synced(self, root: Path, entry: Entry) -> None:
         with self._lock:
-            stale = entry.wc._plan is None
+            stale = entry.wc.last_plan is None
         if stale or self.active != root:
             self.schedule_sync(root, entry)
 
@@ -387,7 +387,7 @@ class Daemon:
         info = self.engine.info.as_dict()
         wss = []
         for root, e in sorted(self.entries.items()):
-            plan = e.wc._plan
+            plan = e.wc.last_plan
             wss.append(
                 {
                     "root": str(root),
@@ -515,8 +515,14 @@ class Daemon:
         def build(job: Job) -> Any:
             g = getattr(job, "generation", None)
             if g is None:
+                tail = self.tpl.chat(user)
+                if len(tail) + max_tokens > TAIL_RESERVE:
+                    raise UserError(
+                        f"the selection is too large ({len(tail)} tokens; at most "
+                        f"{TAIL_RESERVE - max_tokens}): select fewer lines"
+                    )
                 g = Generation(
-                    self.tpl.chat(user),
+                    tail,
                     self.tpl.chat_stops,
                     max_tokens,
                     TextStream(self.engine),

@@ -45,19 +45,20 @@ class QwenCoderTemplate:
             )
         self.sp: dict[str, int] = {s: i for s, i in ids.items() if i is not None}
 
-    def _t(self, text: str) -> list[int]:
+    def tokens(self, text: str) -> list[int]:
+        """Plain text as tokens: special-token text in files stays text."""
         return self.engine.tokenize(text, special=False)
 
     def header(self, repo_name: str) -> list[int]:
-        return [self.sp["<|repo_name|>"], *self._t(repo_name + "\n")]
+        return [self.sp["<|repo_name|>"], *self.tokens(repo_name + "\n")]
 
     def file(self, path: str, text: str) -> list[int]:
         body = text if text.endswith("\n") or not text else text + "\n"
-        return [self.sp["<|file_sep|>"], *self._t(f"{path}\n{body}")]
+        return [self.sp["<|file_sep|>"], *self.tokens(f"{path}\n{body}")]
 
     def fim_head(self, path: str) -> list[int]:
         """The part of the FIM tail that names the file (reused while typing in it)."""
-        return [self.sp["<|file_sep|>"], *self._t(path + "\n"), self.sp["<|fim_prefix|>"]]
+        return [self.sp["<|file_sep|>"], *self.tokens(path + "\n"), self.sp["<|fim_prefix|>"]]
 
     def fim(self, path: str, before: list[int], after: list[int]) -> list[int]:
         return [
@@ -72,15 +73,15 @@ class QwenCoderTemplate:
         s, e = self.sp["<|im_start|>"], self.sp["<|im_end|>"]
         return [
             s,
-            *self._t(f"system\n{system}"),
+            *self.tokens(f"system\n{system}"),
             e,
-            *self._t("\n"),
+            *self.tokens("\n"),
             s,
-            *self._t(f"user\n{user}"),
+            *self.tokens(f"user\n{user}"),
             e,
-            *self._t("\n"),
+            *self.tokens("\n"),
             s,
-            *self._t("assistant\n"),
+            *self.tokens("assistant\n"),
         ]
 
     @property

@@ -83,6 +83,11 @@ class WorkspaceCache:
     def invalidate(self) -> None:
         self._plan = None
 
+    @property
+    def last_plan(self) -> Plan | None:
+        """The current plan if one was computed since the last change (never computes one)."""
+        return self._plan
+
     def seed_tokens(self, ids: Sequence[int], segments: Sequence[Segment]) -> None:
         """Reuse tokenizations from a snapshot so a restart does not re-tokenize unchanged files."""
         for s in segments:
@@ -152,7 +157,7 @@ class WorkspaceCache:
         n = common_prefix(self.engine.cached, ids)
         self.engine.truncate(n)
         done = 0
-        chunk = self.cfg.prefill_chunk
+        chunk = self.engine.info.chunk
         while n + done < len(ids):
             if done and should_stop():
                 break
@@ -211,7 +216,7 @@ class WorkspaceCache:
             start = ((line - self.cfg.prefix_lines) // 50 + 1) * 50
         before = "\n".join(lines[start:line] + [lines[line][:col]])
         after = "\n".join([lines[line][col:], *lines[line + 1 :]])
-        b = self.tpl._t(before)
+        b = self.tpl.tokens(before)
         a = self._suffix_window(after)
         room = TAIL_RESERVE - self.cfg.max_tokens - len(a) - 32
         if len(b) > room:
@@ -224,10 +229,10 @@ class WorkspaceCache:
             return []
         lines = after.split("\n")[: limit + 1]
         text = "\n".join(lines)
-        ids = self.tpl._t(text)
+        ids = self.tpl.tokens(text)
         while len(ids) > limit and len(lines) > 1:
             lines = lines[:-1]
-            ids = self.tpl._t("\n".join(lines) + "\n")
+            ids = self.tpl.tokens("\n".join(lines) + "\n")
         return ids[:limit]
 
 
@@ -280,7 +285,7 @@ def run_generation(
         yielded = preempted()
         return yielded
 
-    chunk = wc.cfg.prefill_chunk
+    chunk = engine.info.chunk
     while len(engine.cached) < len(seq):
         if stop():
             return not yielded

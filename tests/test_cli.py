@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from banked.daemon.cli import apply_replacement, parse_location, parse_range
-from conftest import make_files
+from helpers import make_files
 
 
 @pytest.fixture
@@ -97,14 +97,15 @@ def test_explain_streams_text(cli, sample: Path) -> None:  # type: ignore[no-unt
 
 
 def test_refactor_prints_a_diff_and_applies_atomically(cli, sample: Path) -> None:  # type: ignore[no-untyped-def]
-    before = (sample / "units.py").read_text()
+    (sample / "units.py").write_bytes((sample / "units.py").read_bytes().replace(b"\n", b"\r\n"))
+    before = (sample / "units.py").read_bytes().decode()
     out = cli("refactor", f"{sample}/units.py:1-2", "rename to to_centimetres")
     assert out.stdout.startswith("--- a/units.py\n+++ b/units.py\n") or out.stdout.strip() == "(no change)"
-    assert (sample / "units.py").read_text() == before  # no --apply: untouched
+    assert (sample / "units.py").read_bytes().decode() == before  # no --apply: untouched
     r = json.loads(cli("refactor", f"{sample}/units.py:1-2", "rename", "--json", "--apply").stdout)
-    after = (sample / "units.py").read_text()
+    after = (sample / "units.py").read_bytes().decode()
     assert after == apply_replacement(before, 1, 2, r["replacement"])
-    assert after.endswith("def to_mm(m):\n    return m * 1000\n")  # lines outside the range kept
+    assert after.endswith("def to_mm(m):\r\n    return m * 1000\r\n")  # untouched lines keep their CRLF
     assert not [p for p in sample.iterdir() if p.name.endswith(".banked")]  # no temp file left
 
 
@@ -143,3 +144,4 @@ def test_parsers() -> None:
     assert parse_range("/a/b.py:2-9", required=True) == (Path("/a/b.py"), 2, 9)
     assert parse_range("/a/b.py", required=False) == (Path("/a/b.py"), None, None)
     assert apply_replacement("a\nb\nc\n", 2, 2, "B1\nB2") == "a\nB1\nB2\nc\n"
+    assert apply_replacement("a\r\nb\r\nc\r\n", 2, 2, "B1\nB2\n") == "a\r\nB1\r\nB2\r\nc\r\n"

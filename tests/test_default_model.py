@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 from banked.daemon.sample import WORKSPACE
-from conftest import DaemonProc
+from helpers import DaemonProc
 
 pytestmark = pytest.mark.slow
 

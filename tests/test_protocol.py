@@ -16,7 +16,7 @@ import msgpack
 import pytest
 from banked.daemon import rpc
 from banked.daemon.client import Client
-from conftest import DaemonProc, make_files
+from helpers import DaemonProc, make_files
 
 
 def raw(d: DaemonProc) -> socket.socket:
@@ -156,3 +156,11 @@ def test_concurrent_clients(daemon: DaemonProc, tmp_path: Path) -> None:
     a.close()
     b.close()
     assert isinstance(Client, type)
+
+
+def test_oversized_selection_is_a_clear_error(daemon: DaemonProc, tmp_path: Path) -> None:
+    ws = make_files(tmp_path / "ws", {"big.py": "x = 1\n" * 3000})
+    with daemon.client() as c:
+        with pytest.raises(rpc.RemoteError, match="select fewer lines"):
+            c.call("explain", {"path": str(ws / "big.py")})
+        assert c.call("ping")["pid"]

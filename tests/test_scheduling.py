@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from banked.daemon import rpc
 from banked.daemon.scheduler import YIELD, Cancelled, Job, Priority, Scheduler
-from conftest import DaemonProc, make_files
+from helpers import DaemonProc, make_files
 
 
 def test_scheduler_runs_by_priority_and_resumes_yielded_jobs() -> None:
@@ -101,7 +101,7 @@ def test_completion_does_not_wait_for_a_whole_workspace_prefill(big_daemon: Daem
 def test_cancel_stops_a_generation(daemon: DaemonProc, tmp_path: Path) -> None:
     ws = make_files(tmp_path / "ws", {"a.py": "def a():\n    return 1\n"})
     c = daemon.client()
-    msgid = c.send_request("explain", {"path": str(ws / "a.py"), "max_tokens": 4000})
+    msgid = c.send_request("explain", {"path": str(ws / "a.py"), "max_tokens": 3000})
     texts = 0
     while texts < 3:
         msg = c._next()

@@ -13,7 +13,7 @@ from banked.daemon.engines.llamacpp import LlamaCppEngine
 from banked.daemon.templates import template_for
 from banked.daemon.workspace import Workspace
 from banked.daemon.wscache import WorkspaceCache
-from conftest import DaemonProc, make_files
+from helpers import DaemonProc, make_files
 
 FILES = {f"pkg/m{i}.py": f"def f{i}(x):\n    return x + {i}\n" * 8 for i in range(6)}
 

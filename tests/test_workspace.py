@@ -11,7 +11,7 @@ from banked.daemon.engines.llamacpp import LlamaCppEngine
 from banked.daemon.templates import template_for
 from banked.daemon.workspace import Rules, Workspace
 from banked.daemon.wscache import WorkspaceCache
-from conftest import DaemonProc, make_files
+from helpers import DaemonProc, make_files
 
 
 def scan(root: Path, **rules: object) -> Workspace:

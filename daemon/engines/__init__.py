@@ -4,24 +4,68 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import paths
 from ..config import Config
 from ..model_store import Progress, ensure_default_model
 from .base import Engine, EngineError, EngineInfo, Sampling, TextStream
 
-__all__ = ["Engine", "EngineError", "EngineInfo", "Sampling", "TextStream", "make_engine"]
+__all__ = ["Engine", "EngineError", "EngineInfo", "Sampling", "TextStream", "choose", "make_engine"]
+
+DEFAULT_CHUNK = {"llamacpp": 64, "exl2": 2048}
+
+
+def find_exl2_model() -> Path | None:
+    """The first EXL2 model under the models dir (where `banked model convert` puts them)."""
+    from .exl2 import is_exl2_dir
+
+    root = paths.models_dir()
+    if not root.is_dir():
+        return None
+    return next((d for d in sorted(root.iterdir()) if d.is_dir() and is_exl2_dir(d)), None)
+
+
+def choose(cfg: Config) -> tuple[str, Path | None]:
+    """(engine name, model path or None for the embedded default), without loading anything.
+
+    "auto" picks exl2 when CUDA and an EXL2 model are present, else llamacpp.
+    """
+    from .exl2 import cuda_available, is_exl2_dir
+
+    model = Path(cfg.model).expanduser() if cfg.model else None
+    if cfg.engine == "auto":
+        exl2 = model if model is not None and model.is_dir() else (None if model else find_exl2_model())
+        if exl2 is not None and is_exl2_dir(exl2) and cuda_available():
+            return "exl2", exl2
+        return "llamacpp", model
+    if cfg.engine == "exl2":
+        exl2 = model or find_exl2_model()
+        if exl2 is None:
+            raise EngineError(
+                f'engine = "exl2" but no EXL2 model: set `model` or convert one into {paths.models_dir()}'
+            )
+        return "exl2", exl2
+    if cfg.engine == "llamacpp":
+        return "llamacpp", model
+    raise EngineError(f'unknown engine {cfg.engine!r}; choose "auto", "llamacpp" or "exl2"')
 
 
 def make_engine(cfg: Config, progress: Progress | None = None) -> Engine:
-    """The engine the configuration asks for; with none, llama.cpp on the embedded default.
-
-    exl2 (the GPU engine) is not built yet: asking for it is a clear error.
-    """
-    name = cfg.engine
+    """The engine the configuration asks for; sets cfg.prefill_chunk to the engine's default if 0."""
+    name, model = choose(cfg)
+    cfg.prefill_chunk = cfg.prefill_chunk or DEFAULT_CHUNK[name]
     if name == "exl2":
-        raise EngineError('the exl2 engine is not available in this build; use engine = "llamacpp"')
-    if name not in ("auto", "llamacpp"):
-        raise EngineError(f'unknown engine {name!r}; choose "auto" or "llamacpp"')
+        from .exl2 import Exl2Engine
+
+        assert model is not None
+        return Exl2Engine(
+            model,
+            n_ctx=cfg.n_ctx,
+            cache_type=cfg.cache_type,
+            chunk=cfg.prefill_chunk,
+            rope_scale=cfg.rope_scale,
+            rope_alpha=cfg.rope_alpha,
+        )
     from .llamacpp import LlamaCppEngine
 
-    model = Path(cfg.model).expanduser() if cfg.model else ensure_default_model(progress)
-    return LlamaCppEngine(model, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads, chunk=cfg.prefill_chunk)
+    path = model if model is not None else ensure_default_model(progress)
+    return LlamaCppEngine(path, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads, chunk=cfg.prefill_chunk)

@@ -35,6 +35,7 @@ class EngineInfo:
     n_ctx: int
     bytes_per_token: int
     fingerprint: str
+    chunk: int  # tokens per prefill step: the longest a completion waits for background work
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:

@@ -73,8 +73,9 @@ class LlamaCppEngine:
             device="cpu",
             n_ctx=n_ctx,
             bytes_per_token=n_layer * 2 * n_head_kv * head_dim * 2,  # K and V, f16
+            chunk=chunk,
             fingerprint=f"llamacpp-{llama_cpp.__version__}-{model_digest(model_path)}-{n_ctx}",
-            extra={"path": str(model_path), "threads": threads, "chunk": chunk},
+            extra={"path": str(model_path), "threads": threads},
         )
         self._eos = {self._llm.token_eos()}
 
