@@ -36,3 +36,14 @@ def test_max_lines_cuts_at_the_newline() -> None:
 def test_utf8_split_across_tokens() -> None:
     s = TextStream(ByteEngine())  # type: ignore[arg-type]
     assert feed(s, "café ☕") == "café ☕"
+
+
+def test_byte_level_pieces_decode_back_to_bytes() -> None:
+    from banked.daemon.engines.base import gpt2_byte_symbols
+    from banked.daemon.engines.exl2 import _byte_decoder
+
+    symbols = gpt2_byte_symbols()
+    assert len(set(symbols)) == 256 and symbols[ord("A")] == "A" and symbols[ord(" ")] == "Ġ"
+    dec = _byte_decoder()
+    piece = "".join(symbols[b] for b in "  café ☕\n".encode())
+    assert bytes(dec[ch] for ch in piece).decode() == "  café ☕\n"

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from banked.daemon.engines.base import gpt2_byte_symbols
 
 SPECIALS = [
     "<|endoftext|>",
@@ -24,25 +25,11 @@ SPECIALS = [
 ]
 
 
-def _byte_symbols() -> list[str]:
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-    bs += list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    table = dict(zip(bs, cs, strict=True))
-    return [chr(table[b]) for b in range(256)]
-
-
 def write_tiny_qwen2(path: Path, *, d: int = 64, layers: int = 2, ctx: int = 32768, seed: int = 0) -> Path:
     import gguf
 
     rng = np.random.default_rng(seed)
-    tokens = _byte_symbols() + ["ĠĠ"] + SPECIALS
+    tokens = gpt2_byte_symbols() + ["ĠĠ"] + SPECIALS
     types = [gguf.TokenType.NORMAL] * 257 + [gguf.TokenType.CONTROL] * len(SPECIALS)
     n_vocab = len(tokens)
     n_head, n_head_kv, ff = 4, 2, 2 * d

@@ -101,6 +101,18 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
+def gpt2_byte_symbols() -> list[str]:
+    """The character that stands for each byte in byte-level BPE vocabularies (GPT-2, Qwen)."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table = {b: b for b in keep}
+    extra = 256
+    for b in range(256):
+        if b not in table:
+            table[b] = extra
+            extra += 1
+    return [chr(table[b]) for b in range(256)]
+
+
 def sample(logits: npt.NDArray[np.float32], sampling: Sampling, rng: np.random.Generator) -> int:
     """Greedy or temperature/top-p sampling; shared so every engine samples the same way."""
     if sampling.temperature <= 0:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .base import EngineError, EngineInfo, Sampling, ShouldStop, never, sample
+from .base import EngineError, EngineInfo, Sampling, ShouldStop, gpt2_byte_symbols, never, sample
 
 log = logging.getLogger(__name__)
 
@@ -56,15 +56,7 @@ def is_exl2_dir(path: Path) -> bool:
 
 def _byte_decoder() -> dict[str, int]:
     """GPT-2's byte-level alphabet, reversed: a vocab piece's characters back to bytes."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {chr(c): b for b, c in zip(bs, cs, strict=True)}
+    return {ch: b for b, ch in enumerate(gpt2_byte_symbols())}
 
 
 _patched = False

@@ -9,36 +9,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-SPECIALS = [
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|fim_prefix|>",
-    "<|fim_middle|>",
-    "<|fim_suffix|>",
-    "<|fim_pad|>",
-    "<|repo_name|>",
-    "<|file_sep|>",
-]
-
-
-def byte_symbols() -> list[str]:
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    table = dict(zip(bs, cs, strict=True))
-    return [chr(table[b]) for b in range(256)]
+from banked.daemon.engines.base import gpt2_byte_symbols
+from tinymodel import SPECIALS
 
 
 def write_tokenizer(out: Path) -> int:
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
-    vocab = {s: i for i, s in enumerate(byte_symbols())}
+    vocab = {s: i for i, s in enumerate(gpt2_byte_symbols())}
     vocab["ĠĠ"] = 256
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[("Ġ", "Ġ")]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
