@@ -27,7 +27,7 @@ from rich.progress import (
 )
 
 from . import config, model_store, paths, rpc
-from .client import Client, DaemonUnavailable, connect
+from .client import Client, DaemonUnavailable, connect, wait_for_exit
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -184,7 +184,10 @@ def cmd_stop(args: argparse.Namespace) -> int:
     with c:
         pid = c.call("ping")["pid"]
         c.call("stop")
-    out.print(f"stopped the banked daemon (pid {pid}); its snapshot is written on the way out")
+    with err.status("waiting for the daemon to write its snapshot and exit…"):
+        if not wait_for_exit():
+            raise CliError(f"the daemon (pid {pid}) did not exit within 120 s; see {paths.log_dir()}")
+    out.print(f"stopped the banked daemon (pid {pid}); its snapshot is written")
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import itertools
 import os
 import socket
@@ -87,6 +88,27 @@ class Client:
             raise
 
 
+def daemon_alive() -> bool:
+    """True while a daemon holds its lock: serving, or still writing its snapshot on the way out."""
+    try:
+        with paths.lock_file().open("a") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except FileNotFoundError:
+        return False
+    except BlockingIOError:
+        return True
+    return False
+
+
+def wait_for_exit(timeout: float = 120.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while daemon_alive():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def start_daemon(log_file: Path | None = None) -> subprocess.Popen[bytes]:
     """Start `banked serve` detached from this terminal; its output goes to the log dir."""
     log_file = log_file or paths.log_dir() / "daemon.log"
@@ -109,6 +131,8 @@ def connect(autostart: bool = True, timeout: float = 180.0) -> Client:
     except (FileNotFoundError, ConnectionRefusedError):
         if not autostart:
             raise DaemonUnavailable("no banked daemon is running; start one with `banked serve`") from None
+    if not wait_for_exit(timeout):  # one is shutting down: let it finish, then start afresh
+        raise DaemonUnavailable(f"a banked daemon is stuck shutting down; see {paths.log_dir()}")
     proc = start_daemon()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -48,6 +48,11 @@ def socket_path() -> Path:
     return Path(value) if value else runtime_dir() / "daemon.sock"
 
 
+def lock_file(sock: Path | None = None) -> Path:
+    """Held by a running daemon until it has fully exited (snapshot written)."""
+    return (sock or socket_path()).with_suffix(".lock")
+
+
 def config_file() -> Path:
     return config_dir() / "config.toml"
 

@@ -130,7 +130,7 @@ class Connection:
 
 def acquire_lock(sock_path: Path) -> IO[str]:
     """Hold an exclusive lock for the daemon's lifetime: a second daemon is refused."""
-    lock = open(sock_path.with_suffix(".lock"), "a+")  # noqa: SIM115 (held until exit)
+    lock = open(paths.lock_file(sock_path), "a+")  # noqa: SIM115 (held until exit)
     try:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError as exc:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from banked.daemon.cli import apply_replacement, parse_location, parse_range
+from banked.daemon.client import daemon_alive
 from helpers import make_files
 
 
@@ -68,6 +69,7 @@ def test_warm_complete_status_stop(cli, sample: Path) -> None:  # type: ignore[n
     human = cli("status").stdout
     assert "llamacpp" in human and str(sample) in human
     assert "stopped" in cli("stop").stdout
+    assert not daemon_alive()  # `stop` returns once the snapshot is written and the lock is free
     assert json.loads(cli("status", "--json", check=False).stdout) == {"running": False}
 
 
