@@ -361,16 +361,14 @@ class Daemon:
         except UnicodeDecodeError as exc:
             raise UserError(f"{path} is not UTF-8 text") from exc
 
-    def _generate(self, call: Call, entry: Entry, root: Path, g: Generation) -> Callable[[Job], Any]:
-        def run(job: Job) -> Any:
-            self._activate(root)
-            if not run_generation(entry.wc, g, job.cancelled, job.preempted):
-                return YIELD
-            if job.cancelled():
-                raise Cancelled(job.name)
-            return g
-
-        return run
+    def _step(self, job: Job, entry: Entry, root: Path, g: Generation) -> Any:
+        """Worker thread: advance a generation; YIELD lets a more urgent job run first."""
+        self._activate(root)
+        if not run_generation(entry.wc, g, job.cancelled, job.preempted):
+            return YIELD
+        if job.cancelled():
+            raise Cancelled(job.name)
+        return g
 
     def _ensure_synced(self, root: Path, entry: Entry) -> None:
         with self._lock:
@@ -473,7 +471,7 @@ class Daemon:
                 TextStream(self.engine, max_lines=max_lines),
                 on_text=self._stream(call),
             )
-            return self._generate(call, entry, root, g)(job)
+            return self._step(job, entry, root, g)
 
         g: Generation = await self._run(call, Priority.COMPLETE, build, f"complete {rel}")
         self._later("compact", root, self.cfg.compact_idle_s, self._compact_soon)
@@ -529,7 +527,7 @@ class Daemon:
                     on_text=self._stream(call),
                 )
                 job.generation = g  # type: ignore[attr-defined]
-            return self._generate(call, entry, root, g)(job)
+            return self._step(job, entry, root, g)
 
         g = await self._run(call, Priority.CHAT, build, f"chat {rel}")
         meta = {
