@@ -199,13 +199,15 @@ class Daemon:
             await asyncio.to_thread(self._scan, entry)
             entry.watcher = Watcher(root, lambda p, full: self._on_fs(root, p, full), self.cfg.debounce_s)
             entry.watcher.start()
-        self._remember(root)
+        if time.time() - self.known.get(str(root), 0.0) > 60:  # not a disk write per keystroke
+            self._remember(root)
         entry.last_used = time.time()
         return entry
 
-    def _scan(self, entry: Entry) -> set[str]:
+    def _scan(self, entry: Entry, rels: set[str] | None = None) -> set[str]:
+        """Re-read `rels` (all files if None) and drop the plan if anything changed."""
         with self._lock:
-            changed = entry.wc.ws.scan()
+            changed = entry.wc.ws.scan() if rels is None else entry.wc.ws.refresh(rels)
             if changed:
                 entry.wc.invalidate()
             return changed
@@ -215,13 +217,7 @@ class Daemon:
         entry = self.entries.get(root)
         if entry is None:
             return
-        if full:
-            changed = self._scan(entry)
-        else:
-            with self._lock:
-                changed = entry.wc.ws.refresh(rels)
-                if changed:
-                    entry.wc.invalidate()
+        changed = self._scan(entry, None if full else rels)
         if changed and self.loop is not None:
             log.info("%s: %d files changed on disk%s", root, len(changed), " (rescanned)" if full else "")
             self.loop.call_soon_threadsafe(self.schedule_sync, root, entry)
