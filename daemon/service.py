@@ -69,7 +69,6 @@ class Entry:
     dirty: bool = False  # cache changed since the last snapshot
     prefilled: int = 0  # workspace tokens prefilled by background syncs, ever
     sync_job: Job | None = None
-    last_used: float = field(default_factory=time.time)
     snapshot_saved: float | None = None
 
 
@@ -201,7 +200,6 @@ class Daemon:
             entry.watcher.start()
         if time.time() - self.known.get(str(root), 0.0) > 60:  # not a disk write per keystroke
             self._remember(root)
-        entry.last_used = time.time()
         return entry
 
     def _scan(self, entry: Entry, rels: set[str] | None = None) -> set[str]:

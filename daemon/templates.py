@@ -56,13 +56,11 @@ class QwenCoderTemplate:
         body = text if text.endswith("\n") or not text else text + "\n"
         return [self.sp["<|file_sep|>"], *self.tokens(f"{path}\n{body}")]
 
-    def fim_head(self, path: str) -> list[int]:
-        """The part of the FIM tail that names the file (reused while typing in it)."""
-        return [self.sp["<|file_sep|>"], *self.tokens(path + "\n"), self.sp["<|fim_prefix|>"]]
-
     def fim(self, path: str, before: list[int], after: list[int]) -> list[int]:
         return [
-            *self.fim_head(path),
+            self.sp["<|file_sep|>"],
+            *self.tokens(path + "\n"),
+            self.sp["<|fim_prefix|>"],
             *before,
             self.sp["<|fim_suffix|>"],
             *after,

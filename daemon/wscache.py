@@ -191,15 +191,6 @@ class WorkspaceCache:
             self.invalidate()
         return changed
 
-    def text_of(self, path: str) -> str | None:
-        if path in self.overlays:
-            return self.overlays[path]
-        f = self.ws.files.get(path)
-        if f is not None:
-            return f.text
-        st = self.ws.read(path)
-        return st.text if st else None
-
     # -- tails -----------------------------------------------------------------------------
 
     def fim_tail(self, path: str, text: str, line: int, col: int) -> list[int]:

@@ -117,7 +117,7 @@ def test_incremental_equals_fresh_prefill(tmp_path: Path, cfg: Config, tiny_mode
             calls = iter([False, True])
             wc.sync(should_stop=lambda calls=calls: next(calls, True))  # type: ignore[misc]
         if op in ("fim", "partial") and active in ws.files:
-            text = wc.text_of(active) or ""
+            text = wc.overlays.get(active) or (tmp_path / "ws" / active).read_text()
             lines = text.split("\n")
             line = rng.randrange(len(lines))
             col = rng.randint(0, len(lines[line]))
