@@ -12,6 +12,7 @@ import heapq
 import itertools
 import logging
 import threading
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -69,6 +70,7 @@ class Scheduler:
         self._seq = itertools.count()
         self._closed = False
         self.running: Job | None = None
+        self.outcomes: Counter[str] = Counter()  # "<priority>.<done|cancelled|failed>": for status and benches
         self._thread = threading.Thread(target=self._loop, name="banked-model", daemon=True)
         self._thread.start()
 
@@ -111,15 +113,21 @@ class Scheduler:
                 entry = heapq.heappop(self._heap)
                 job = self.running = entry.job
             started = job.future.running() or job.future.set_running_or_notify_cancel()
+            kind = job.priority.name.lower()
             if job.cancelled() or not started:
                 if not job.future.done():
                     job.future.set_exception(Cancelled(job.name))
+                self.outcomes[f"{kind}.cancelled"] += 1
                 self.running = None
                 continue
             try:
                 result = job.fn(job)
             except BaseException as exc:  # the worker must survive any job
-                log.exception("job %s failed", job.name)
+                if isinstance(exc, Cancelled):
+                    self.outcomes[f"{kind}.cancelled"] += 1
+                else:
+                    log.exception("job %s failed", job.name)
+                    self.outcomes[f"{kind}.failed"] += 1
                 job.future.set_exception(exc)
             else:
                 if result is YIELD and not job.cancelled():
@@ -127,7 +135,9 @@ class Scheduler:
                         heapq.heappush(self._heap, _Entry(entry.priority, entry.seq, job))
                 elif job.cancelled() and result is YIELD:
                     job.future.set_exception(Cancelled(job.name))
+                    self.outcomes[f"{kind}.cancelled"] += 1
                 else:
                     job.future.set_result(result)
+                    self.outcomes[f"{kind}.done"] += 1
             finally:
                 self.running = None

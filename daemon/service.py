@@ -28,7 +28,7 @@ from .scheduler import YIELD, Cancelled, Job, Priority, Scheduler
 from .templates import template_for
 from .watcher import Watcher
 from .workspace import Rules, Workspace
-from .wscache import TAIL_RESERVE, Generation, WorkspaceCache, run_generation
+from .wscache import TAIL_RESERVE, Generation, WorkspaceCache, common_prefix, run_generation
 
 log = logging.getLogger(__name__)
 
@@ -377,9 +377,11 @@ class Daemon:
 
     async def m_status(self, call: Call, params: Any) -> Any:
         info = self.engine.info.as_dict()
+        running = self.sched.running
         wss = []
         for root, e in sorted(self.entries.items()):
             plan = e.wc.last_plan
+            synced = common_prefix(self.engine.cached, plan.ids) if plan and root == self.active else 0
             wss.append(
                 {
                     "root": str(root),
@@ -387,6 +389,7 @@ class Daemon:
                     "files": len(e.wc.ws.files),
                     "skipped": len(e.wc.ws.skipped),
                     "tokens": len(plan.ids) if plan else None,
+                    "synced_tokens": synced,  # of `tokens`, how many the cache holds now
                     "dropped": len(plan.dropped) if plan else None,
                     "overlays": len(e.wc.overlays),
                     "snapshot": str(snapshot.snapshot_dir(root)),
@@ -401,6 +404,8 @@ class Daemon:
             "cached_tokens": len(self.engine.cached),
             "capacity": info["n_ctx"],
             "pending_jobs": self.sched.pending(),
+            "running_job": running.name if running else None,
+            "jobs": dict(sorted(self.sched.outcomes.items())),
             "workspaces": wss,
             "known_roots": sorted(self.known),
             "socket": str(paths.socket_path()),
@@ -439,6 +444,7 @@ class Daemon:
         return {"path": rel, "overlay": text is not None}
 
     async def m_complete(self, call: Call, params: Any) -> Any:
+        t0 = time.perf_counter()
         line = _param(params, "line", int)
         col = _param(params, "col", int)
         if line < 0 or col < 0:
@@ -476,6 +482,7 @@ class Daemon:
             "model": self.engine.info.model,
             "path": rel,
             "workspace": str(root),
+            "daemon_ms": round(1000 * (time.perf_counter() - t0), 3),  # all of this request's time in the daemon
         }
 
     def _stream(self, call: Call) -> Callable[[str], None]:
@@ -565,6 +572,24 @@ class Daemon:
         replacement = reindent(meta["original"], extract_code(g.stream.text))
         return {
             "replacement": replacement,
+            "answer": g.stream.text,
+            **g.metrics(),
+            **meta,
+            "engine": self.engine.info.name,
+            "model": self.engine.info.model,
+        }
+
+    async def m_write_tests(self, call: Call, params: Any) -> Any:
+        def prompt(rel: str, code: str, a: int, b: int) -> str:
+            return (
+                f"Write unit tests for this code from {rel} (lines {a}-{b}), in the test framework the "
+                "workspace already uses (pytest for Python). Import what they test from its module. "
+                f"Reply with only the test code in one fenced code block.\n\n```\n{code}```"
+            )
+
+        g, meta = await self._chat(call, params, prompt)
+        return {
+            "code": extract_code(g.stream.text),
             "answer": g.stream.text,
             **g.metrics(),
             **meta,

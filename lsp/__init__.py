@@ -1,1 +1,1 @@
-"""The banked language server (a client of the daemon; built in its own issue)."""
+"""The banked language server: a client of the daemon that speaks LSP to editors (`banked-lsp`)."""
