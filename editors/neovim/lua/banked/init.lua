@@ -1,0 +1,400 @@
+-- banked for Neovim: starts `banked-lsp`, shows its completions as ghost text, adds :Banked* commands.
+--
+-- Ghost text uses vim.lsp.inline_completion where Neovim has it (0.12+); otherwise this
+-- file's own extmark renderer asks the server for textDocument/inlineCompletion after
+-- each change, cancelling the previous request (the server debounces and never answers
+-- a stale one), and draws the answer as inline virtual text plus virtual lines.
+local M = {}
+
+local ns = vim.api.nvim_create_namespace("banked")
+
+M.config = {
+  cmd = { "banked-lsp" },
+  cmd_env = nil,
+  filetypes = nil, -- nil: every filetype
+  root_markers = { ".git", "pyproject.toml", "package.json", "go.mod", "Cargo.toml" },
+  init_options = {}, -- sent as initializationOptions = { banked = init_options } (debounceMs, maxLines, ...)
+  keymaps = {
+    accept = "<Tab>",
+    accept_line = "<M-l>",
+    dismiss = "<C-]>",
+    next = "<M-]>",
+  },
+  builtin_inline = true, -- use vim.lsp.inline_completion when this Neovim has it
+}
+
+M.status = {} -- the last banked/status notification
+
+-- The suggestion being shown: { buf, row, col, tick, items, index, text }
+local current = nil
+local pending = nil -- { client, id, buf }
+
+local function client_for(buf)
+  return vim.lsp.get_clients({ bufnr = buf, name = "banked" })[1]
+end
+
+function M.clear()
+  if current then
+    pcall(vim.api.nvim_buf_clear_namespace, current.buf, ns, 0, -1)
+  end
+  current = nil
+end
+
+local function cancel_pending()
+  if pending then
+    pcall(function()
+      pending.client:cancel_request(pending.id)
+    end)
+    pending = nil
+  end
+end
+
+local function item_text(item)
+  local t = item.insertText
+  if type(t) == "table" then
+    t = t.value -- a StringValue (snippet): shown and inserted as plain text
+  end
+  return t or ""
+end
+
+local function render()
+  local s = current
+  if not s then
+    return
+  end
+  vim.api.nvim_buf_clear_namespace(s.buf, ns, 0, -1)
+  local lines = vim.split(s.text, "\n", { plain = true })
+  local virt_lines = {}
+  for i = 2, #lines do
+    table.insert(virt_lines, { { lines[i], "BankedSuggestion" } })
+  end
+  vim.api.nvim_buf_set_extmark(s.buf, ns, s.row, s.col, {
+    virt_text = { { lines[1], "BankedSuggestion" } },
+    virt_text_pos = "inline",
+    virt_lines = #virt_lines > 0 and virt_lines or nil,
+    hl_mode = "combine",
+  })
+end
+
+--- Ask the server for a completion at the cursor (trigger 1 = invoked, 2 = automatic).
+function M.request(trigger)
+  local buf = vim.api.nvim_get_current_buf()
+  local client = client_for(buf)
+  if not client then
+    return
+  end
+  cancel_pending()
+  M.clear()
+  local win = vim.api.nvim_get_current_win()
+  local cursor = vim.api.nvim_win_get_cursor(win)
+  local tick = vim.api.nvim_buf_get_changedtick(buf)
+  local params = vim.lsp.util.make_position_params(win, client.offset_encoding)
+  params.context = { triggerKind = trigger or 2 }
+  local ok, id = client:request("textDocument/inlineCompletion", params, function(err, result)
+    if pending and pending.buf == buf then
+      pending = nil
+    end
+    if err or not result then
+      return
+    end
+    -- Stale if the user typed or moved on while the server worked.
+    if vim.api.nvim_get_current_buf() ~= buf or vim.api.nvim_buf_get_changedtick(buf) ~= tick then
+      return
+    end
+    local now = vim.api.nvim_win_get_cursor(0)
+    if now[1] ~= cursor[1] or now[2] ~= cursor[2] or vim.fn.mode() ~= "i" then
+      return
+    end
+    local items = result.items or result
+    if type(items) ~= "table" or #items == 0 then
+      return
+    end
+    current = { buf = buf, row = cursor[1] - 1, col = cursor[2], tick = tick, items = items, index = 1 }
+    current.text = item_text(items[1])
+    if current.text == "" then
+      current = nil
+      return
+    end
+    render()
+  end, buf)
+  if ok then
+    pending = { client = client, id = id, buf = buf }
+  end
+end
+
+--- The suggestion now shown (nil if none): for statuslines and tests.
+function M.suggestion()
+  return current and current.text or nil
+end
+
+local function insert(text)
+  local s = current
+  M.clear()
+  cancel_pending()
+  local lines = vim.split(text, "\n", { plain = true })
+  vim.api.nvim_buf_set_text(s.buf, s.row, s.col, s.row, s.col, lines)
+  local last_row = s.row + #lines - 1
+  local last_col = (#lines == 1 and s.col or 0) + #lines[#lines]
+  vim.api.nvim_win_set_cursor(0, { last_row + 1, last_col })
+end
+
+local function usable()
+  return current
+    and current.buf == vim.api.nvim_get_current_buf()
+    and vim.api.nvim_buf_get_changedtick(current.buf) == current.tick
+end
+
+function M.accept()
+  if not usable() then
+    return false
+  end
+  insert(current.text)
+  return true
+end
+
+function M.accept_line()
+  if not usable() then
+    return false
+  end
+  local first, rest = current.text:match("^([^\n]*\n?)(.*)$")
+  if first == "" then
+    return false
+  end
+  insert(first)
+  return true
+end
+
+function M.next()
+  if current and #current.items > 1 then
+    current.index = current.index % #current.items + 1
+    current.text = item_text(current.items[current.index])
+    render()
+  else
+    M.request(1)
+  end
+end
+
+-- -- commands ---------------------------------------------------------------------------------
+
+local function target(opts)
+  local buf = vim.api.nvim_get_current_buf()
+  local arg = { uri = vim.uri_from_bufnr(buf) }
+  if opts and opts.range and opts.range > 0 then
+    arg.range = {
+      start = { line = opts.line1 - 1, character = 0 },
+      ["end"] = { line = opts.line2, character = 0 },
+    }
+  else
+    local row = vim.api.nvim_win_get_cursor(0)[1] - 1
+    arg.range = { start = { line = row, character = 0 }, ["end"] = { line = row, character = 0 } }
+  end
+  return buf, arg
+end
+
+--- Run a server command; `on_result` gets its result.
+function M.execute(command, arg, on_result, buf)
+  buf = buf or vim.api.nvim_get_current_buf()
+  local client = client_for(buf) or vim.lsp.get_clients({ name = "banked" })[1]
+  if not client then
+    vim.notify("banked: the language server is not running in this buffer", vim.log.levels.WARN)
+    return
+  end
+  client:request("workspace/executeCommand", { command = command, arguments = arg and { arg } or nil }, function(err, result)
+    if err then
+      vim.notify("banked: " .. (err.message or vim.inspect(err)), vim.log.levels.ERROR)
+      return
+    end
+    if on_result then
+      on_result(result)
+    end
+  end, buf)
+end
+
+local function refactor(arg, buf)
+  local function run(instruction)
+    if not instruction or instruction == "" then
+      return
+    end
+    arg.instruction = instruction
+    M.execute("banked.refactor", arg, nil, buf)
+  end
+  if arg.instruction then
+    run(arg.instruction)
+  else
+    vim.ui.input({ prompt = "banked: refactor how? " }, run)
+  end
+end
+
+local function status_line(st)
+  local d = st.daemon or {}
+  local engine = d.engine or {}
+  return string.format(
+    "banked: %s, completions %s, %s %s, %s cached tokens",
+    st.state or "?",
+    st.enabled and "on" or "off",
+    engine.name or "-",
+    engine.model or "",
+    d.cached_tokens or 0
+  )
+end
+
+local function create_commands()
+  vim.api.nvim_create_user_command("BankedExplain", function(opts)
+    local buf, arg = target(opts)
+    M.execute("banked.explain", arg, nil, buf)
+  end, { range = true, desc = "banked: explain the selection (or the block at the cursor)" })
+  vim.api.nvim_create_user_command("BankedRefactor", function(opts)
+    local buf, arg = target(opts)
+    if opts.args ~= "" then
+      arg.instruction = opts.args
+    end
+    refactor(arg, buf)
+  end, { range = true, nargs = "*", desc = "banked: refactor the selection as instructed" })
+  vim.api.nvim_create_user_command("BankedWarm", function()
+    M.execute("banked.warmWorkspace", nil, function(r)
+      local w = r and r[1] or {}
+      vim.notify(string.format("banked: %s warm, %s tokens", w.root or "workspace", w.tokens or "?"))
+    end)
+  end, { desc = "banked: prefill the whole workspace" })
+  vim.api.nvim_create_user_command("BankedStatus", function()
+    M.execute("banked.status", nil, function(r)
+      vim.notify(status_line(r or {}))
+    end)
+  end, { desc = "banked: daemon and cache status" })
+  vim.api.nvim_create_user_command("BankedToggle", function()
+    M.execute("banked.toggleCompletions", nil, function(r)
+      vim.notify("banked: completions " .. ((r and r.enabled) and "on" or "off"))
+    end)
+  end, { desc = "banked: turn completions on or off" })
+  vim.api.nvim_create_user_command("BankedRestart", function()
+    M.execute("banked.restartDaemon")
+  end, { desc = "banked: restart the daemon" })
+end
+
+-- Code actions resolve to `banked.refactor` without an instruction: ask for one here.
+vim.lsp.commands["banked.refactor"] = function(command, ctx)
+  local arg = vim.deepcopy((command.arguments or {})[1] or {})
+  refactor(arg, ctx.bufnr)
+end
+
+-- -- setup ------------------------------------------------------------------------------------
+
+-- Insert-mode maps are expr maps (so a key with nothing to do falls through to its usual meaning);
+-- text cannot change inside an expr map, so the action itself runs right after it.
+local function map(lhs, can, action, fallback)
+  if not lhs or lhs == "" then
+    return
+  end
+  vim.keymap.set("i", lhs, function()
+    if can() then
+      vim.schedule(action)
+      return ""
+    end
+    return fallback and vim.api.nvim_replace_termcodes(lhs, true, false, true) or ""
+  end, { expr = true, silent = true, desc = "banked" })
+end
+
+local function attach_renderer()
+  local group = vim.api.nvim_create_augroup("banked_ghost_text", { clear = true })
+  vim.api.nvim_create_autocmd({ "TextChangedI", "TextChangedP" }, {
+    group = group,
+    callback = function(ev)
+      if client_for(ev.buf) then
+        M.request(2)
+      end
+    end,
+  })
+  vim.api.nvim_create_autocmd({ "InsertLeave", "BufLeave" }, {
+    group = group,
+    callback = function()
+      cancel_pending()
+      M.clear()
+    end,
+  })
+  vim.api.nvim_create_autocmd("CursorMovedI", {
+    group = group,
+    callback = function()
+      if current then
+        local c = vim.api.nvim_win_get_cursor(0)
+        if c[1] - 1 ~= current.row or c[2] ~= current.col then
+          M.clear()
+        end
+      end
+    end,
+  })
+  local k = M.config.keymaps
+  local function always()
+    return true
+  end
+  -- <Tab> and <C-]> fall back to their usual meaning when nothing is shown
+  map(k.accept, usable, M.accept, true)
+  map(k.accept_line, usable, M.accept_line, false)
+  map(k.dismiss, function()
+    return current ~= nil or pending ~= nil
+  end, function()
+    cancel_pending()
+    M.clear()
+  end, true)
+  map(k.next, always, M.next, false)
+end
+
+function M.setup(opts)
+  M.config = vim.tbl_deep_extend("force", M.config, opts or {})
+  vim.api.nvim_set_hl(0, "BankedSuggestion", { link = "Comment", default = true })
+  local cfg = M.config
+  local lsp_config = {
+    name = "banked",
+    cmd = cfg.cmd,
+    cmd_env = cfg.cmd_env,
+    filetypes = cfg.filetypes,
+    root_markers = cfg.root_markers,
+    init_options = { banked = cfg.init_options },
+    handlers = {
+      ["banked/status"] = function(_, params)
+        M.status = params or {}
+      end,
+      ["banked/metrics"] = function() end,
+    },
+  }
+  if vim.lsp.config and vim.lsp.enable then -- Neovim 0.11+
+    vim.lsp.config("banked", lsp_config)
+    vim.lsp.enable("banked")
+  else
+    vim.api.nvim_create_autocmd("FileType", {
+      group = vim.api.nvim_create_augroup("banked_start", { clear = true }),
+      callback = function(ev)
+        if cfg.filetypes and not vim.tbl_contains(cfg.filetypes, vim.bo[ev.buf].filetype) then
+          return
+        end
+        if vim.bo[ev.buf].buftype ~= "" then
+          return
+        end
+        local root = vim.fs.root(ev.buf, cfg.root_markers) or vim.fn.getcwd()
+        vim.lsp.start(vim.tbl_extend("force", lsp_config, { root_dir = root }), { bufnr = ev.buf })
+      end,
+    })
+  end
+  if cfg.builtin_inline and vim.lsp.inline_completion and vim.lsp.inline_completion.enable then
+    vim.lsp.inline_completion.enable(true) -- Neovim 0.12+: the built-in ghost text
+    M.builtin = true
+    local k = cfg.keymaps
+    if k.accept and k.accept ~= "" then
+      vim.keymap.set("i", k.accept, function()
+        if not vim.lsp.inline_completion.get() then
+          return vim.api.nvim_replace_termcodes(k.accept, true, false, true)
+        end
+      end, { expr = true, silent = true, desc = "banked: accept" })
+    end
+    if k.next and k.next ~= "" and vim.lsp.inline_completion.select then
+      vim.keymap.set("i", k.next, function()
+        vim.lsp.inline_completion.select({ count = 1 })
+      end, { desc = "banked: next suggestion" })
+    end
+  else
+    attach_renderer()
+    M.builtin = false
+  end
+  create_commands()
+end
+
+return M

