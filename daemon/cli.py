@@ -26,8 +26,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from . import config, model_store, paths, rpc
+from . import config, model_store, paths, rpc, system_service
 from .client import Client, DaemonUnavailable, connect, wait_for_exit
+from .system_service import ServiceError
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -150,7 +151,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     level = logging.DEBUG if os.environ.get("BANKED_DEBUG") else logging.INFO
     handlers: list[logging.Handler] = [logging.StreamHandler()]
-    if sys.stderr.isatty():
+    if sys.stderr.isatty() or args.log_file:
         paths.log_dir().mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(paths.log_dir() / "daemon.log"))
     logging.basicConfig(level=level, handlers=handlers, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -319,6 +320,30 @@ def cmd_model_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_service_install(args: argparse.Namespace) -> int:
+    for line in system_service.install(force=args.force, start=not args.no_start):
+        out.print(line, soft_wrap=True)
+    return 0
+
+
+def cmd_service_uninstall(args: argparse.Namespace) -> int:
+    for line in system_service.uninstall() or ["nothing to remove"]:
+        out.print(line, soft_wrap=True)
+    return 0
+
+
+def cmd_service_status(args: argparse.Namespace) -> int:
+    st = system_service.status()
+    if args.json:
+        print(json.dumps(st))
+        return 0
+    for path, state in dict(st["files"]).items():  # type: ignore[call-overload]
+        out.print(f"{state:8} {path}", soft_wrap=True)
+    for unit, active in dict(st.get("active", {})).items():  # type: ignore[call-overload]
+        out.print(f"{active:8} {unit}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -328,7 +353,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="banked", description="A local coding assistant with the whole workspace warm.")
     sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("serve", help="run the daemon in the foreground").set_defaults(fn=cmd_serve)
+    s = sub.add_parser("serve", help="run the daemon in the foreground")
+    s.add_argument("--log-file", action="store_true", help="also log to the log dir (the system service does)")
+    s.set_defaults(fn=cmd_serve)
     sub.add_parser("stop", help="stop the daemon (writes its snapshot)").set_defaults(fn=cmd_stop)
     s = sub.add_parser("status", help="engine, cache and workspaces")
     s.add_argument("--json", action="store_true")
@@ -365,6 +392,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rows", type=int, default=0, help="calibration rows (fewer: faster, coarser)")
     s.add_argument("--length", type=int, default=0, help="calibration tokens per row")
     s.set_defaults(fn=cmd_model_convert)
+    s = sub.add_parser("service", help="run the daemon as a per-user background service (systemd, launchd)")
+    ssub = s.add_subparsers(dest="service_cmd", required=True)
+    s = ssub.add_parser("install", help="write and enable the user units (socket-activated on systemd)")
+    s.add_argument("--force", action="store_true", help="overwrite units you edited")
+    s.add_argument("--no-start", action="store_true", help="write the files only")
+    s.set_defaults(fn=cmd_service_install)
+    ssub.add_parser("uninstall", help="disable and remove the units").set_defaults(fn=cmd_service_uninstall)
+    s = ssub.add_parser("status", help="the unit files and whether they run")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_service_status)
     sub.add_parser("demo", help="warm a sample workspace; complete, explain, refactor").set_defaults(fn=cmd_demo)
     return p
 
@@ -374,7 +411,7 @@ def main(argv: list[str] | None = None) -> None:
     fn: Callable[[argparse.Namespace], int] = args.fn
     try:
         code = fn(args)
-    except (CliError, DaemonUnavailable, model_store.ModelError, config.ConfigError) as exc:
+    except (CliError, DaemonUnavailable, model_store.ModelError, config.ConfigError, ServiceError) as exc:
         err.print(f"[red]banked:[/] {exc}")
         code = 2
     except rpc.RemoteError as exc:

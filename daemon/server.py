@@ -144,11 +144,37 @@ def acquire_lock(sock_path: Path) -> IO[str]:
     return lock
 
 
+SD_LISTEN_FDS_START = 3
+
+
+def inherited_socket() -> socket.socket | None:
+    """The listening socket systemd passed us (socket activation, `sd_listen_fds`), if any."""
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return None
+    try:
+        count = int(os.environ.get("LISTEN_FDS", "0"))
+    except ValueError:
+        return None
+    for var in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(var, None)  # not for our children
+    if count < 1:
+        return None
+    sock = socket.socket(fileno=SD_LISTEN_FDS_START)
+    if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
+        raise RuntimeError("the inherited socket is not a Unix stream socket; check ListenStream= in banked.socket")
+    sock.setblocking(False)
+    return sock
+
+
 async def serve(daemon: Daemon, sock_path: Path | None = None) -> None:
     sock_path = sock_path or paths.socket_path()
     paths.private_dir(sock_path.parent)
     lock = acquire_lock(sock_path)
-    if sock_path.exists() or sock_path.is_symlink():
+    inherited = inherited_socket()
+    if inherited is not None:
+        sock_path = Path(inherited.getsockname())
+        log.info("socket activation: serving the socket systemd holds (%s)", sock_path)
+    elif sock_path.exists() or sock_path.is_symlink():
         log.info("removing the stale socket %s", sock_path)
         sock_path.unlink()
     my_uid = os.getuid()
@@ -168,12 +194,15 @@ async def serve(daemon: Daemon, sock_path: Path | None = None) -> None:
         finally:
             conns.discard(conn)
 
-    old_umask = os.umask(0o177)
-    try:
-        server = await asyncio.start_unix_server(on_client, path=str(sock_path), limit=rpc.MAX_FRAME)
-    finally:
-        os.umask(old_umask)
-    os.chmod(sock_path, 0o600)
+    if inherited is not None:
+        server = await asyncio.start_unix_server(on_client, sock=inherited, limit=rpc.MAX_FRAME)
+    else:
+        old_umask = os.umask(0o177)
+        try:
+            server = await asyncio.start_unix_server(on_client, path=str(sock_path), limit=rpc.MAX_FRAME)
+        finally:
+            os.umask(old_umask)
+        os.chmod(sock_path, 0o600)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -195,6 +224,7 @@ async def serve(daemon: Daemon, sock_path: Path | None = None) -> None:
         for c in list(conns):
             c.writer.close()
         await daemon.shutdown()
-        with contextlib.suppress(FileNotFoundError):
-            sock_path.unlink()
+        if inherited is None:  # systemd's socket stays: the next connection starts a daemon again
+            with contextlib.suppress(FileNotFoundError):
+                sock_path.unlink()
         lock.close()

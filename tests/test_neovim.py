@@ -96,9 +96,7 @@ def test_commands_reach_the_server(nvim: Any) -> None:
     n = nvim
     names = n.exec_lua("return vim.tbl_keys(vim.api.nvim_get_commands({}))")
     assert {"BankedExplain", "BankedRefactor", "BankedWarm", "BankedStatus"} <= set(names)
-    n.exec_lua(
-        "_G.status = nil; require('banked').execute('banked.status', nil, function(r) _G.status = r end)"
-    )
+    n.exec_lua("_G.status = nil; require('banked').execute('banked.status', nil, function(r) _G.status = r end)")
     status = wait(lambda: n.exec_lua("return _G.status"), "a status reply")
     assert status["state"] == "connected" and status["daemon"]["engine"]["name"] == "llamacpp"
     # :BankedRefactor with an instruction applies the model's edit to the buffer (workspace/applyEdit).
