@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck pytest bench clean
+.PHONY: install demo test lint typecheck pytest vscode bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,10 +34,17 @@ typecheck: install
 pytest: install
 	$(BIN)/pytest -q -rs
 
-test: lint typecheck pytest
+# The VS Code extension: tsc (strict), node's test runner on its logic, and a .vsix built with vsce.
+vscode:
+	cd editors/vscode && npm ci --no-audit --no-fund --loglevel=error && npm run --silent compile && npm test --silent
+	cd editors/vscode && npx vsce package --out ../../build/banked.vsix
+	@echo "built build/banked.vsix"
+
+test: lint typecheck pytest vscode
 
 bench: install
 	$(BIN)/python bench/warm.py
+	$(BIN)/python bench/lsp.py
 
 clean:
 	rm -rf $(VENV) build

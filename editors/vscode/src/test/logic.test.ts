@@ -1,0 +1,38 @@
+import { strict as assert } from "node:assert";
+import { test } from "node:test";
+import { commandTarget, needsInstruction, serverSettings, shortCount, statusBar } from "../logic";
+
+test("settings reach the server under 'banked', unset keys left out", () => {
+  assert.deepEqual(serverSettings({ enabled: true, debounceMs: 40.7, maxLines: null, socket: "" }), {
+    banked: { enabled: true, debounceMs: 40 },
+  });
+  assert.deepEqual(serverSettings({ languages: { markdown: false }, maxLines: 3, socket: "/run/x.sock" }), {
+    banked: { languages: { markdown: false }, maxLines: 3, socket: "/run/x.sock" },
+  });
+  assert.deepEqual(serverSettings({ debounceMs: -1, maxLines: 0 }), { banked: {} });
+});
+
+test("the status bar shows warming percent, then cached tokens, and failures", () => {
+  const base = { state: "connected", enabled: true, engine: "llamacpp", model: "qwen" };
+  assert.equal(statusBar({ ...base, cached_tokens: 500, workspace_tokens: 2000, percent: 25 }).text, "$(sync~spin) banked 25%");
+  const warm = statusBar({ ...base, cached_tokens: 12_345, workspace_tokens: 12_345 });
+  assert.equal(warm.text, "$(flame) banked 12k");
+  assert.match(warm.tooltip, /12,345 of 12,345 workspace tokens cached; completions on/);
+  assert.equal(statusBar({ ...base, enabled: false, cached_tokens: 10, workspace_tokens: 10 }).text, "$(circle-slash) banked 10 (off)");
+  assert.match(statusBar({ state: "failed", enabled: true, detail: "model missing" }).tooltip, /model missing/);
+  assert.equal(statusBar({ state: "disconnected", enabled: true }).text, "$(debug-disconnect) banked");
+  assert.equal(statusBar(undefined).text, "$(loading~spin) banked");
+});
+
+test("counts are short", () => {
+  assert.deepEqual([999, 1500, 25_000, 2_500_000].map(shortCount), ["999", "1.5k", "25k", "2.5M"]);
+});
+
+test("refactor asks for an instruction only when it has none", () => {
+  const r = { start: { line: 1, character: 0 }, end: { line: 3, character: 0 } };
+  assert.deepEqual(commandTarget("file:///a.py", r, "  simplify "), { uri: "file:///a.py", range: r, instruction: "simplify" });
+  assert.deepEqual(commandTarget("file:///a.py", r, " "), { uri: "file:///a.py", range: r });
+  assert.equal(needsInstruction("banked.refactor", [{ uri: "file:///a.py" }]), true);
+  assert.equal(needsInstruction("banked.refactor", [{ uri: "file:///a.py", instruction: "x" }]), false);
+  assert.equal(needsInstruction("banked.explain", []), false);
+});
