@@ -89,6 +89,11 @@ class Scheduler:
         with self._cond:
             return any(e.priority < priority and not e.job.cancelled() for e in self._heap)
 
+    def queued(self) -> list[str]:
+        """The names of the jobs waiting to run, most urgent first."""
+        with self._cond:
+            return [e.job.name for e in sorted(self._heap) if not e.job.cancelled()]
+
     def pending(self) -> int:
         with self._cond:
             return len(self._heap) + (1 if self.running else 0)

@@ -405,6 +405,7 @@ class Daemon:
             "capacity": info["n_ctx"],
             "pending_jobs": self.sched.pending(),
             "running_job": running.name if running else None,
+            "queued_jobs": self.sched.queued(),
             "jobs": dict(sorted(self.sched.outcomes.items())),
             "workspaces": wss,
             "known_roots": sorted(self.known),
@@ -541,6 +542,10 @@ class Daemon:
         }
         return g, meta
 
+    def _answer(self, g: Generation, meta: dict[str, Any], **fields: Any) -> dict[str, Any]:
+        """A chat method's reply: its own fields, then timings, the selection and the engine."""
+        return {**fields, **g.metrics(), **meta, "engine": self.engine.info.name, "model": self.engine.info.model}
+
     async def m_explain(self, call: Call, params: Any) -> Any:
         def prompt(rel: str, code: str, a: int, b: int) -> str:
             return (
@@ -550,13 +555,7 @@ class Daemon:
             )
 
         g, meta = await self._chat(call, params, prompt)
-        return {
-            "text": g.stream.text,
-            **g.metrics(),
-            **meta,
-            "engine": self.engine.info.name,
-            "model": self.engine.info.model,
-        }
+        return self._answer(g, meta, text=g.stream.text)
 
     async def m_refactor(self, call: Call, params: Any) -> Any:
         instruction = _param(params, "instruction", str)
@@ -570,14 +569,7 @@ class Daemon:
 
         g, meta = await self._chat(call, params, prompt)
         replacement = reindent(meta["original"], extract_code(g.stream.text))
-        return {
-            "replacement": replacement,
-            "answer": g.stream.text,
-            **g.metrics(),
-            **meta,
-            "engine": self.engine.info.name,
-            "model": self.engine.info.model,
-        }
+        return self._answer(g, meta, replacement=replacement, answer=g.stream.text)
 
     async def m_write_tests(self, call: Call, params: Any) -> Any:
         def prompt(rel: str, code: str, a: int, b: int) -> str:
@@ -588,14 +580,7 @@ class Daemon:
             )
 
         g, meta = await self._chat(call, params, prompt)
-        return {
-            "code": extract_code(g.stream.text),
-            "answer": g.stream.text,
-            **g.metrics(),
-            **meta,
-            "engine": self.engine.info.name,
-            "model": self.engine.info.model,
-        }
+        return self._answer(g, meta, code=extract_code(g.stream.text), answer=g.stream.text)
 
     def methods(self) -> dict[str, Callable[[Call, Any], Awaitable[Any]]]:
         return {name[2:]: getattr(self, name) for name in dir(self) if name.startswith("m_")}

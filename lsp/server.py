@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -420,6 +422,9 @@ class UserFacingError(Exception):
     """Shown to the user as the request's error; the message says what to do."""
 
 
+Handler = Callable[..., Awaitable[Any]]
+
+
 server = BankedServer()
 
 
@@ -619,44 +624,49 @@ def _lsp_error(exc: Exception) -> Exception:
     return JsonRpcException(str(exc), code=-32803)  # LSP's RequestFailed: the editor shows the message
 
 
-@server.command("banked.explain")
-async def cmd_explain(ls: BankedServer, *args: Any) -> dict[str, Any]:
-    try:
-        uri, rng, _ = _target(args)
-        return await ls.explain(uri, rng)
-    except UserFacingError as exc:
-        raise _lsp_error(exc) from exc
+def command(name: str) -> Callable[[Handler], Handler]:
+    """Register a palette command whose failures reach the editor as a readable error."""
+
+    def wrap(fn: Handler) -> Handler:
+        @functools.wraps(fn)
+        async def run(ls: BankedServer, *args: Any) -> Any:
+            try:
+                return await fn(ls, *args)
+            except (UserFacingError, DaemonUnavailable, rpc.RemoteError) as exc:
+                raise _lsp_error(exc) from exc
+
+        server.command(name)(run)
+        return fn
+
+    return wrap
 
 
-@server.command("banked.refactor")
-async def cmd_refactor(ls: BankedServer, *args: Any) -> dict[str, Any]:
-    try:
-        uri, rng, arg = _target(args)
-        instruction = arg.get("instruction") or await ls.ask_instruction()
-        if not instruction:
-            return {"applied": False, "reason": "no instruction"}
-        edit, result = await ls.refactor_edit(uri, rng, str(instruction))
-        applied = await ls.apply(edit, "banked: refactor")
-        return {"applied": applied, "start_line": result["start_line"], "end_line": result["end_line"]}
-    except UserFacingError as exc:
-        raise _lsp_error(exc) from exc
+@command("banked.explain")
+async def cmd_explain(ls: BankedServer, *args: Any) -> Any:
+    uri, rng, _ = _target(args)
+    return await ls.explain(uri, rng)
 
 
-@server.command("banked.writeTests")
-async def cmd_write_tests(ls: BankedServer, *args: Any) -> dict[str, Any]:
-    try:
-        uri, rng, _ = _target(args)
-        return {"applied": await ls.apply(await ls.tests_edit(uri, rng), "banked: write tests")}
-    except UserFacingError as exc:
-        raise _lsp_error(exc) from exc
+@command("banked.refactor")
+async def cmd_refactor(ls: BankedServer, *args: Any) -> Any:
+    uri, rng, arg = _target(args)
+    instruction = arg.get("instruction") or await ls.ask_instruction()
+    if not instruction:
+        return {"applied": False, "reason": "no instruction"}
+    edit, result = await ls.refactor_edit(uri, rng, str(instruction))
+    applied = await ls.apply(edit, "banked: refactor")
+    return {"applied": applied, "start_line": result["start_line"], "end_line": result["end_line"]}
 
 
-@server.command("banked.warmWorkspace")
-async def cmd_warm(ls: BankedServer, *args: Any) -> list[dict[str, Any]]:
-    try:
-        return await ls.warm()
-    except (DaemonUnavailable, rpc.RemoteError) as exc:
-        raise _lsp_error(exc) from exc
+@command("banked.writeTests")
+async def cmd_write_tests(ls: BankedServer, *args: Any) -> Any:
+    uri, rng, _ = _target(args)
+    return {"applied": await ls.apply(await ls.tests_edit(uri, rng), "banked: write tests")}
+
+
+@command("banked.warmWorkspace")
+async def cmd_warm(ls: BankedServer, *args: Any) -> Any:
+    return await ls.warm()
 
 
 @server.command("banked.status")
@@ -669,12 +679,9 @@ async def cmd_status(ls: BankedServer, *args: Any) -> dict[str, Any]:
     return {"state": ls.state, "enabled": ls.settings.enabled, "daemon": ls.last_status}
 
 
-@server.command("banked.restartDaemon")
-async def cmd_restart(ls: BankedServer, *args: Any) -> dict[str, Any]:
-    try:
-        return await ls.restart_daemon()
-    except (DaemonUnavailable, UserFacingError) as exc:
-        raise _lsp_error(exc) from exc
+@command("banked.restartDaemon")
+async def cmd_restart(ls: BankedServer, *args: Any) -> Any:
+    return await ls.restart_daemon()
 
 
 @server.command("banked.toggleCompletions")
@@ -698,4 +705,6 @@ def main() -> None:
         filename=str(log_dir / "lsp.log"),
         format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
     )
+    # pygls logs every message at INFO, buffer contents included: never on disk unless debugging.
+    logging.getLogger("pygls").setLevel(level if os.environ.get("BANKED_DEBUG") else logging.WARNING)
     server.start_io()

@@ -6,7 +6,6 @@ typing shows ghost text as extmarks; <Tab> inserts it.
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 import time
@@ -30,9 +29,11 @@ def nvim_binary() -> str:
 
 
 @pytest.fixture
-def nvim(banked_env: dict[str, str], daemon: DaemonProc, tmp_path: Path) -> Iterator[Any]:
+def nvim(
+    banked_env: dict[str, str], daemon: DaemonProc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Any]:
     ws = make_files(tmp_path / "ws", {"geometry.py": SOURCE, ".git/HEAD": "ref: refs/heads/main\n"})
-    os.chdir(ws)
+    monkeypatch.chdir(ws)
     n = pynvim.attach("child", argv=[nvim_binary(), "--embed", "--headless", "--clean", "-n"])
     try:
         n.command(f"set runtimepath^={PLUGIN}")
