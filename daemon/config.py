@@ -45,6 +45,7 @@ class Config:
     max_file_bytes: int = 512 * 1024
     extra_excludes: list[str] = field(default_factory=list)
     include_secrets: bool = False
+    validate_refactors: bool = True  # a rewrite must parse (tree-sitter) before it is offered
     max_files: int = 20000
     # Background behaviour.
     debounce_s: float = 0.3

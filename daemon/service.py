@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__, paths, snapshot
+from . import __version__, paths, postprocess, snapshot, syntax
 from .config import Config
 from .engines.base import Engine, EngineError, TextStream
 from .scheduler import YIELD, Cancelled, Job, Priority, Scheduler
@@ -128,6 +128,7 @@ class Daemon:
         self._timers: dict[tuple[str, Path], asyncio.TimerHandle] = {}
         self._lock = threading.RLock()  # guards workspaces' file tables against the watcher
         self.known: dict[str, float] = self._load_known()
+        self.parses = syntax.ParseCache()  # syntax trees of the buffers completions are asked for
         self.rules = Rules(cfg.max_file_bytes, list(cfg.extra_excludes), cfg.include_secrets, cfg.max_files)
 
     # -- known roots, remembered across restarts -------------------------------------------
@@ -455,10 +456,13 @@ class Daemon:
         path, entry, rel = await self._file(params)
         root = entry.wc.ws.root
         text = self._text(entry, path, rel, params)
-        cur = text.split("\n")[line] if line < text.count("\n") + 1 else ""
-        # Mid-line (text before the cursor): finish this line only, as Copilot and Continue do.
-        default_lines = 1 if cur[:col].strip() else self.cfg.max_lines
-        max_lines = default_lines if max_lines_param is None else max_lines_param
+        lines = text.split("\n")
+        line = min(line, len(lines) - 1)
+        col = min(col, len(lines[line]))
+        # One line mid-line, in an argument list, string or comment; a block after an opener or on an empty line.
+        parsed = await asyncio.to_thread(self.parses.parse, f"{root}/{rel}", text)
+        decision = postprocess.decide(parsed, text, line, col, self.cfg.max_lines)
+        max_lines = decision.max_lines if max_lines_param is None else max_lines_param
         self._ensure_synced(root, entry)
 
         def build(job: Job) -> Any:
@@ -476,8 +480,13 @@ class Daemon:
 
         g: Generation = await self._run(call, Priority.COMPLETE, build, f"complete {rel}")
         self._later("compact", root, self.cfg.compact_idle_s, self._compact_soon)
+        raw = g.stream.text
+        after = "\n".join([lines[line][col:], *lines[line + 1 :]])
+        cleaned = raw if params.get("raw") else postprocess.clean(raw, lines[line][:col], after, decision)
         return {
-            "text": g.stream.text,
+            "text": cleaned,
+            "raw_text": raw,
+            "decision": decision.why,
             **g.metrics(),
             "engine": self.engine.info.name,
             "model": self.engine.info.model,
@@ -498,14 +507,19 @@ class Daemon:
     async def _chat(
         self, call: Call, params: Any, prompt: Callable[[str, str, int, int], str]
     ) -> tuple[Generation, dict[str, Any]]:
-        start = _param(params, "start_line", int, 1)
+        start_param = _param(params, "start_line", int, None)
         end_param = _param(params, "end_line", int, None)
+        cursor = _param(params, "cursor_line", int, None)  # 0-based; with no lines given: the code around it
         max_tokens = _param(params, "max_tokens", int, self.cfg.chat_max_tokens)
         path, entry, rel = await self._file(params)
         root = entry.wc.ws.root
         text = self._text(entry, path, rel, params)
         lines = text.splitlines(keepends=True)
-        end = len(lines) if end_param is None else end_param
+        if start_param is None and end_param is None and cursor is not None:
+            start, end = self._target(root, rel, text, cursor)
+        else:
+            start = 1 if start_param is None else start_param
+            end = len(lines) if end_param is None else end_param
         if not (1 <= start <= max(end, 1) and end <= max(len(lines), 1)):
             raise UserError(f"lines {start}-{end} are not within {rel} (1-{len(lines)})")
         selected = "".join(lines[start - 1 : end])
@@ -542,6 +556,23 @@ class Daemon:
         }
         return g, meta
 
+    def _target(self, root: Path, rel: str, text: str, cursor: int) -> tuple[int, int]:
+        """The enclosing definition (tree-sitter), else the top-level block around the cursor."""
+        parsed = self.parses.parse(f"{root}/{rel}", text)
+        found = syntax.enclosing_definition(parsed, cursor) if parsed is not None else None
+        return found or syntax.indented_block(text.splitlines(), cursor)
+
+    def _rewrite_errors(self, rel: str, text: str, start: int, end: int, replacement: str) -> list[int]:
+        """Lines (1-based) where the file with the rewrite applied no longer parses; [] when it does."""
+        language = syntax.language_of(rel)
+        if language is None or not self.cfg.validate_refactors:
+            return []
+        lines = text.splitlines(keepends=True)
+        new = "".join(lines[: start - 1]) + replacement + "".join(lines[end:])
+        before = syntax.error_lines(syntax.parse_text(language, text))
+        after = syntax.error_lines(syntax.parse_text(language, new))
+        return [] if len(after) <= len(before) else [r + 1 for r in after]
+
     def _answer(self, g: Generation, meta: dict[str, Any], **fields: Any) -> dict[str, Any]:
         """A chat method's reply: its own fields, then timings, the selection and the engine."""
         return {**fields, **g.metrics(), **meta, "engine": self.engine.info.name, "model": self.engine.info.model}
@@ -567,8 +598,22 @@ class Daemon:
                 f"block, keeping the indentation.\n\n```\n{code}```"
             )
 
+        path, entry, rel = await self._file(params)
+        text = self._text(entry, path, rel, params)
         g, meta = await self._chat(call, params, prompt)
         replacement = reindent(meta["original"], extract_code(g.stream.text))
+        errors = self._rewrite_errors(rel, text, meta["start_line"], meta["end_line"], replacement)
+        if errors:  # one retry, told why
+            log.info("refactor of %s did not parse (lines %s); retrying once", rel, errors)
+            instruction += "\n(Your previous answer was not valid code: reply with code that parses.)"
+            g, meta = await self._chat(call, params, prompt)
+            replacement = reindent(meta["original"], extract_code(g.stream.text))
+            errors = self._rewrite_errors(rel, text, meta["start_line"], meta["end_line"], replacement)
+            if errors:
+                raise UserError(
+                    f"the model's rewrite of {rel} does not parse (near line {errors[0]}), twice; nothing was "
+                    "changed: try a smaller selection or a more precise instruction"
+                )
         return self._answer(g, meta, replacement=replacement, answer=g.stream.text)
 
     async def m_write_tests(self, call: Call, params: Any) -> Any:

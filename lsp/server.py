@@ -270,31 +270,24 @@ class BankedServer(LanguageServer):
 
     # -- explain / refactor / tests ----------------------------------------------------------
 
-    def selection(self, uri: str, rng: types.Range | None) -> tuple[TextDocument, Path, int, int]:
+    def selection(self, uri: str, rng: types.Range | None) -> tuple[TextDocument, Path, dict[str, int]]:
+        """The document, its path, and the lines to work on (none selected: the daemon takes the code around
+        the cursor, the enclosing definition where it knows the language)."""
         doc = self.workspace.get_text_document(uri)
         path = self.path_of(uri)
         if path is None:
             raise UserFacingError("banked works on files on disk; save this buffer first")
         if rng is None or rng.start == rng.end:
-            line = rng.start.line if rng else 0
-            start, end = text.enclosing_block(doc.lines, line)
-        else:
-            start, end = text.selected_lines(rng)
-        return doc, path, start, end
+            return doc, path, {"cursor_line": rng.start.line if rng else 0}
+        start, end = text.selected_lines(rng)
+        return doc, path, {"start_line": start, "end_line": end}
 
     async def chat(
         self, method: str, title: str, uri: str, rng: types.Range | None, extra: dict[str, Any] | None = None
     ) -> tuple[TextDocument, dict[str, Any]]:
-        doc, path, start, end = self.selection(uri, rng)
+        doc, path, lines = self.selection(uri, rng)
         version = doc.version
-        params = {
-            "path": str(path),
-            "text": doc.source,
-            "start_line": start,
-            "end_line": end,
-            "workspace": self.root_of(path),
-            **(extra or {}),
-        }
+        params = {"path": str(path), "text": doc.source, "workspace": self.root_of(path), **lines, **(extra or {})}
         async with progress(self, title) as p:
             streamed: list[str] = []
 
@@ -519,12 +512,12 @@ async def on_completion(ls: BankedServer, params: types.CompletionParams) -> typ
     return types.CompletionList(is_incomplete=True, items=[item])
 
 
-def _documentation(ls: BankedServer, insert: str) -> types.MarkupContent:
+def _documentation(ls: BankedServer, insert: str) -> types.MarkupContent | str:
     cap = ls.client_capabilities.text_document
     item = cap.completion.completion_item if cap and cap.completion else None
     if item and item.documentation_format and types.MarkupKind.Markdown in item.documentation_format:
         return types.MarkupContent(kind=types.MarkupKind.Markdown, value=f"```\n{insert}\n```")
-    return types.MarkupContent(kind=types.MarkupKind.PlainText, value=insert)
+    return insert
 
 
 # -- code actions ----------------------------------------------------------------------------

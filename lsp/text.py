@@ -7,13 +7,9 @@ handlers stay thin and these rules are unit-tested without an editor.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
 from pathlib import PurePosixPath
 
 from lsprotocol import types
-
-_BLOCK_CLOSER = re.compile(r"^[\)\]\}]|^(end|fi|done|esac)\b")
 
 
 def utf16_len(s: str) -> int:
@@ -27,39 +23,6 @@ def selected_lines(rng: types.Range) -> tuple[int, int]:
     if rng.end.character == 0 and rng.end.line > rng.start.line:
         end -= 1
     return start, max(start, end)
-
-
-def enclosing_block(lines: Sequence[str], line: int) -> tuple[int, int]:
-    """The top-level block around a 0-based line, as 1-based inclusive lines.
-
-    Used when the user asks to explain or refactor with no selection: from the
-    nearest unindented line at or above the cursor to the line before the next
-    unindented one (a closing bracket or `end` stays with its block). Language
-    agnostic by design; a syntax tree can replace it per language.
-    """
-    if not lines:
-        return 1, 1
-    line = max(0, min(line, len(lines) - 1))
-
-    def top(i: int) -> bool:
-        s = lines[i]
-        return bool(s.strip()) and not s[0].isspace() and not _BLOCK_CLOSER.match(s)
-
-    start = line
-    while start > 0 and not top(start):
-        start -= 1
-    # Decorators and comments directly above a definition belong to it.
-    while start > 0 and lines[start - 1].strip() and not lines[start - 1][0].isspace():
-        prev = lines[start - 1].lstrip()
-        if not prev.startswith(("@", "#", "//", "/*", "*")):
-            break
-        start -= 1
-    end = line + 1
-    while end < len(lines) and not top(end):
-        end += 1
-    while end - 1 > start and not lines[end - 1].strip():
-        end -= 1
-    return start + 1, max(start + 1, end)
 
 
 def replace_lines_edit(text: str, start: int, end: int, replacement: str) -> types.TextEdit:

@@ -41,6 +41,8 @@ def banked_env(tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
         "BANKED_COMPACT_IDLE_S": "0.3",
         "BANKED_DEBOUNCE_S": "0.1",
         "BANKED_N_THREADS": "1",
+        # A random-weight model never writes code that parses: tests of refactoring turn validation on themselves.
+        "BANKED_VALIDATE_REFACTORS": "0",
     }
     for k, v in env.items():
         monkeypatch.setenv(k, v)

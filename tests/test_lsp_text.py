@@ -40,14 +40,6 @@ def test_replacing_lines_keeps_the_rest_and_the_line_endings() -> None:
     assert apply(doc2, edit2) == "x = 1\ny = 2"
 
 
-def test_the_enclosing_block_takes_decorators_and_stops_before_the_next_definition() -> None:
-    lines = "import os\n\n@cache\ndef f(x):\n    y = x\n\n    return y\n\n\ndef g():\n    pass\n".splitlines(True)
-    assert text.enclosing_block(lines, 4) == (3, 7)  # cursor in f's body: decorator .. return
-    assert text.enclosing_block(lines, 10) == (10, 11)
-    js = "function a() {\n  return 1;\n}\nconst b = 2;\n".splitlines(True)
-    assert text.enclosing_block(js, 1) == (1, 3)  # the closing brace stays with its block
-
-
 def test_test_files_follow_each_languages_convention() -> None:
     assert text.test_file_for("/w/pkg/units.py") == "/w/pkg/test_units.py"
     assert text.test_file_for("/w/main.go") == "/w/main_test.go"

@@ -1,0 +1,145 @@
+"""Shaping a raw completion so it fits the code around the cursor.
+
+Two parts, both plain functions so each rule is tested on a real snippet:
+
+- `decide`: how much to generate: one line (mid-line, inside an argument list,
+  a string or a comment) or a block (on an empty line, after a block opener).
+- `clean`: what to keep of what came back: the enclosing block's end, no
+  repetition of the code after the cursor, no duplicated closing line,
+  balanced brackets, nothing empty or trivial.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from . import syntax
+
+OPEN, CLOSE = "([{", ")]}"
+PAIR = dict(zip(CLOSE, OPEN, strict=True))
+_CLOSING_LINE = re.compile(r"^\s*(?:[\)\]\}]+[;,]?|end|fi|done|esac)\s*$")
+_BRACE_LANGUAGES = {"javascript", "typescript", "tsx", "go", "rust", "java", "c", "cpp"}
+
+
+@dataclass(frozen=True)
+class Decision:
+    max_lines: int
+    why: str
+    block_indent: int | None = None  # a later line indented less than this ends the block (indentation languages)
+    braces: bool = False  # a line closing more brackets than the completion opened ends the block
+
+
+def indent_of(line: str) -> int:
+    return len(line) - len(line.lstrip(" \t"))
+
+
+def _unclosed(s: str) -> list[str]:
+    stack: list[str] = []
+    quote = ""
+    for c in s:
+        if quote:
+            quote = "" if c == quote else quote
+        elif c in "'\"`":
+            quote = c
+        elif c in OPEN:
+            stack.append(c)
+        elif c in CLOSE and stack and stack[-1] == PAIR[c]:
+            stack.pop()
+    return stack
+
+
+def decide(parsed: syntax.Parsed | None, text: str, line: int, col: int, block_lines: int) -> Decision:
+    lines = text.split("\n")
+    cur = lines[line] if 0 <= line < len(lines) else ""
+    before, rest = cur[:col], cur[col:]
+    braces = parsed is not None and parsed.language in _BRACE_LANGUAGES or (parsed is None and "{" in text)
+    if any(c in "([" for c in _unclosed(before)):
+        return Decision(1, "inside an open argument list or brackets: finish the line")
+    if parsed is not None and syntax.in_inline_context(parsed, line, col):
+        return Decision(1, "inside an argument list, a string or a comment: finish the line")
+    stripped = before.rstrip()
+    if stripped and rest.strip() in ("", "}", ")", "]") and stripped.endswith((":", "{", "=>")):
+        return Decision(block_lines, "after a block opener: the block", indent_of(cur) + 1, braces)
+    if stripped:
+        return Decision(1, "text before the cursor: finish the line")
+    return Decision(
+        block_lines, "on an empty line: a block", len(before) if not rest.strip() else indent_of(cur), braces
+    )
+
+
+def _depth_change(s: str) -> int:
+    """Brackets opened minus closed, outside string literals (a rough lexer: quotes toggle)."""
+    depth, quote = 0, ""
+    i = 0
+    while i < len(s):
+        c = s[i]
+        if quote:
+            if c == "\\":
+                i += 1
+            elif c == quote:
+                quote = ""
+        elif c in "'\"`":
+            quote = c
+        elif c in OPEN:
+            depth += 1
+        elif c in CLOSE:
+            depth -= 1
+        i += 1
+    return depth
+
+
+def end_of_block(completion: str, d: Decision) -> str:
+    """Cut the completion where it leaves the block it was started in."""
+    lines = completion.split("\n")
+    depth = 0
+    for i, ln in enumerate(lines):
+        if i > 0 and d.block_indent is not None and ln.strip() and not d.braces and indent_of(ln) < d.block_indent:
+            return "\n".join(lines[:i]).rstrip(" \t\n") + ("\n" if i > 1 else "")
+        if d.braces:
+            depth += _depth_change(ln)
+            if depth < 0:
+                return "\n".join(lines[:i]).rstrip(" \t\n") + ("\n" if i > 0 else "")
+    return completion
+
+
+def clean(completion: str, before: str, after: str, d: Decision | None = None) -> str:
+    """The completion with the rules above applied; "" when nothing worth showing is left.
+
+    `before` is the text of the cursor's line up to the cursor, `after` everything after the cursor.
+    """
+    out = end_of_block(completion, d) if d is not None and d.max_lines > 1 else completion
+    rest_of_line, _, below = after.partition("\n")
+    rest = rest_of_line.strip()
+    # 1. Repeating the rest of the line: the editor keeps it, so drop it from the end of the insert.
+    last_nl = out.rfind("\n")
+    last = out[last_nl + 1 :]
+    if rest and last.rstrip().endswith(rest):
+        cut = last.rstrip()[: -len(rest)]
+        out = out[: last_nl + 1] + cut
+    # 2. Repeating the lines below the cursor: drop the trailing run of lines equal to them.
+    next_lines = [ln.strip() for ln in below.split("\n") if ln.strip()][:20]
+    gen = out.split("\n")
+    for m in range(min(len(gen), len(next_lines)), 0, -1):
+        tail = [ln.strip() for ln in gen[-m:]]
+        if tail == next_lines[:m] and any(tail):
+            gen = gen[:-m]
+            out = "\n".join(gen)
+            break
+    # 3. A duplicated closing line: the suffix's next line already closes the block.
+    gen = out.rstrip("\n").split("\n")
+    first_below = next_lines[0] if next_lines and not rest else None
+    if len(gen) > 1 and _CLOSING_LINE.match(gen[-1]) and gen[-1].strip() == first_below:
+        out = "\n".join(gen[:-1]) + ("\n" if out.endswith("\n") else "")
+    # 4. Balance brackets on a one-line completion the model left open (ran out of tokens).
+    if "\n" not in out.rstrip("\n"):
+        opened = _unclosed(before + out)
+        already = _unclosed(before)
+        missing = opened[len(already) :] if opened[: len(already)] == already else []
+        closers = "".join({v: k for k, v in PAIR.items()}[c] for c in reversed(missing))
+        if closers and not rest.startswith(closers):
+            out = out.rstrip() + closers
+    # 5. Nothing, or nothing but what the suffix already has.
+    if not out.strip() or (rest and out.strip() == rest) or all(c in CLOSE + ";,: \t\n" for c in out):
+        return ""
+    return out

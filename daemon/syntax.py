@@ -1,0 +1,384 @@
+"""Syntax trees for the daemon: what is defined where, what imports what, what encloses the cursor.
+
+tree-sitter (grammars from tree-sitter-language-pack, bundled in its wheel: no
+download at run time) parses each file once and re-parses edits incrementally
+from the previous tree of the same path. A file in a language without a grammar
+here is plain text: every function returns "nothing known" for it, and the
+callers fall back to their language-agnostic behaviour.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from tree_sitter import Node, Parser, Tree
+
+EXTENSIONS = {
+    ".py": "python",
+    ".pyi": "python",
+    ".js": "javascript",
+    ".jsx": "javascript",
+    ".mjs": "javascript",
+    ".cjs": "javascript",
+    ".ts": "typescript",
+    ".mts": "typescript",
+    ".tsx": "tsx",
+    ".go": "go",
+    ".rs": "rust",
+    ".java": "java",
+    ".c": "c",
+    ".h": "c",
+    ".cc": "cpp",
+    ".cpp": "cpp",
+    ".cxx": "cpp",
+    ".hpp": "cpp",
+    ".hh": "cpp",
+}
+
+#: Definitions worth naming in a symbol map or taking as "the code at the cursor".
+DEFINITIONS = {
+    "python": {"function_definition", "class_definition", "decorated_definition"},
+    "javascript": {"function_declaration", "generator_function_declaration", "class_declaration", "method_definition"},
+    "go": {"function_declaration", "method_declaration", "type_declaration"},
+    "rust": {"function_item", "struct_item", "enum_item", "impl_item", "trait_item", "mod_item"},
+    "java": {
+        "class_declaration",
+        "interface_declaration",
+        "enum_declaration",
+        "method_declaration",
+        "constructor_declaration",
+    },
+    "c": {"function_definition", "struct_specifier"},
+    "cpp": {"function_definition", "class_specifier", "struct_specifier", "namespace_definition"},
+}
+DEFINITIONS["typescript"] = DEFINITIONS["javascript"] | {
+    "interface_declaration",
+    "type_alias_declaration",
+    "abstract_class_declaration",
+    "enum_declaration",
+}
+DEFINITIONS["tsx"] = DEFINITIONS["typescript"]
+
+IMPORTS = {
+    "python": {"import_statement", "import_from_statement"},
+    "javascript": {"import_statement", "export_statement"},
+    "typescript": {"import_statement", "export_statement"},
+    "tsx": {"import_statement", "export_statement"},
+    "go": {"import_spec"},
+    "rust": {"use_declaration", "mod_item"},
+    "java": {"import_declaration"},
+    "c": {"preproc_include"},
+    "cpp": {"preproc_include"},
+}
+
+#: Nodes inside which a completion should finish the current line only.
+INLINE_CONTEXTS = {
+    "argument_list",
+    "arguments",
+    "parameters",
+    "formal_parameters",
+    "parameter_list",
+    "type_arguments",
+    "subscript",
+    "string",
+    "string_content",
+    "template_string",
+    "interpreted_string_literal",
+    "string_literal",
+    "comment",
+    "line_comment",
+    "block_comment",
+}
+
+
+_BLOCK_CLOSER = re.compile(r"^[\)\]\}]|^(end|fi|done|esac)\b")
+
+
+def language_of(path: str) -> str | None:
+    return EXTENSIONS.get(PurePosixPath(path).suffix.lower())
+
+
+_parsers: dict[str, Parser] = {}
+_parsers_lock = threading.Lock()
+
+
+def parser_for(language: str) -> Parser:
+    with _parsers_lock:
+        p = _parsers.get(language)
+        if p is None:
+            from tree_sitter_language_pack import get_parser
+
+            p = _parsers[language] = get_parser(language)  # type: ignore[arg-type]
+        return p
+
+
+@dataclass(frozen=True)
+class Symbol:
+    kind: str  # the node type, e.g. function_definition
+    name: str
+    signature: str  # the definition's head, one line, without its body
+    start_line: int  # 0-based
+    end_line: int  # 0-based, inclusive
+
+
+@dataclass
+class Parsed:
+    language: str
+    source: bytes
+    tree: Tree
+
+    @property
+    def has_errors(self) -> bool:
+        return bool(self.tree.root_node.has_error)
+
+
+class ParseCache:
+    """One tree per path; a changed text is parsed incrementally from that path's previous tree."""
+
+    def __init__(self) -> None:
+        self._trees: dict[str, Parsed] = {}
+        self._lock = threading.Lock()
+
+    def parse(self, path: str, text: str) -> Parsed | None:
+        language = language_of(path)
+        if language is None:
+            return None
+        source = text.encode("utf-8", "surrogatepass")
+        with self._lock:
+            old = self._trees.get(path)
+        if old is not None and old.source == source:
+            return old
+        parser = parser_for(language)
+        if old is not None and old.language == language:
+            _edit(old.tree, old.source, source)
+            tree = parser.parse(source, old.tree)
+        else:
+            tree = parser.parse(source)
+        parsed = Parsed(language, source, tree)
+        with self._lock:
+            self._trees[path] = parsed
+        return parsed
+
+    def forget(self, path: str) -> None:
+        with self._lock:
+            self._trees.pop(path, None)
+
+
+def _point(source: bytes, offset: int) -> tuple[int, int]:
+    row = source.count(b"\n", 0, offset)
+    col = offset - (source.rfind(b"\n", 0, offset) + 1)
+    return row, col
+
+
+def _edit(tree: Tree, old: bytes, new: bytes) -> None:
+    """Describe old -> new to the tree as one edit (the span between the common prefix and suffix)."""
+    n = min(len(old), len(new))
+    start = 0
+    while start < n and old[start] == new[start]:
+        start += 1
+    end = 0
+    while end < n - start and old[len(old) - 1 - end] == new[len(new) - 1 - end]:
+        end += 1
+    tree.edit(
+        start_byte=start,
+        old_end_byte=len(old) - end,
+        new_end_byte=len(new) - end,
+        start_point=_point(old, start),
+        old_end_point=_point(old, len(old) - end),
+        new_end_point=_point(new, len(new) - end),
+    )
+
+
+def parse_text(language: str, text: str) -> Parsed:
+    source = text.encode("utf-8", "surrogatepass")
+    return Parsed(language, source, parser_for(language).parse(source))
+
+
+def _text(p: Parsed, node: Node) -> str:
+    return p.source[node.start_byte : node.end_byte].decode("utf-8", "replace")
+
+
+def _walk(node: Node, types: set[str]) -> Iterator[Node]:
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if n.type in types:
+            yield n
+        stack.extend(reversed(n.children))
+
+
+def _name(p: Parsed, node: Node) -> str:
+    target = node.child_by_field_name("definition") or node
+    name = target.child_by_field_name("name")
+    if name is None:
+        declarator = target.child_by_field_name("declarator")
+        while declarator is not None and declarator.child_by_field_name("declarator") is not None:
+            declarator = declarator.child_by_field_name("declarator")
+        name = declarator
+    if name is None and target.type == "type_declaration" and target.named_children:
+        name = target.named_children[0].child_by_field_name("name")
+    return _text(p, name) if name is not None else ""
+
+
+def _signature(p: Parsed, node: Node) -> str:
+    target = node.child_by_field_name("definition") or node
+    body = target.child_by_field_name("body")
+    end = body.start_byte if body is not None else target.end_byte
+    head = p.source[target.start_byte : end].decode("utf-8", "replace")
+    return " ".join(head.split()).rstrip(" {:=")
+
+
+def symbols(p: Parsed) -> list[Symbol]:
+    """Definitions in source order (a decorated definition once, with its decorators' lines)."""
+    kinds = DEFINITIONS.get(p.language, set())
+    out: list[Symbol] = []
+    for n in _walk(p.tree.root_node, kinds):
+        if n.type != "decorated_definition" and n.parent is not None and n.parent.type == "decorated_definition":
+            continue
+        if n.type in ("struct_specifier", "class_specifier") and n.child_by_field_name("body") is None:
+            continue  # a use of a struct type, not its definition
+        name = _name(p, n)
+        if name:
+            out.append(Symbol(n.type, name, _signature(p, n), n.start_point[0], n.end_point[0]))
+    return out
+
+
+def imports(p: Parsed) -> list[str]:
+    """Imported module paths as written (`a.b`, `./x`, `"fmt"`, `crate::a`, `x.h`), in source order."""
+    out: list[str] = []
+    for n in _walk(p.tree.root_node, IMPORTS.get(p.language, set())):
+        if p.language == "python":
+            mod = n.child_by_field_name("module_name")
+            if mod is not None:
+                out.append(_text(p, mod))
+            else:
+                out.extend(_text(p, c) for c in n.children_by_field_name("name") if c.type == "dotted_name")
+                out.extend(
+                    _text(p, c.child_by_field_name("name"))  # type: ignore[arg-type]
+                    for c in n.children_by_field_name("name")
+                    if c.type == "aliased_import" and c.child_by_field_name("name") is not None
+                )
+        elif p.language in ("javascript", "typescript", "tsx"):
+            src = n.child_by_field_name("source")
+            if src is not None:
+                out.append(_text(p, src).strip("'\"`"))
+        elif p.language == "go":
+            path = n.child_by_field_name("path")
+            if path is not None:
+                out.append(_text(p, path).strip('"`'))
+        elif p.language == "rust":
+            if n.type == "mod_item":
+                if n.child_by_field_name("body") is None and n.child_by_field_name("name") is not None:
+                    out.append("mod::" + _text(p, n.child_by_field_name("name")))  # type: ignore[arg-type]
+            else:
+                arg = n.child_by_field_name("argument")
+                if arg is not None:
+                    out.append(_text(p, arg))
+        elif p.language == "java":
+            out.append(_text(p, n).removeprefix("import").removesuffix(";").replace("static ", "").strip())
+        else:
+            path = n.child_by_field_name("path")
+            if path is not None and path.type == "string_literal":
+                out.append(_text(p, path).strip('"'))
+    return out
+
+
+def _byte_offset(p: Parsed, line: int, col: int) -> int:
+    """Byte offset of (line, col) with col in characters, clamped to the text."""
+    lines = p.source.split(b"\n")
+    line = max(0, min(line, len(lines) - 1))
+    prefix = sum(len(x) + 1 for x in lines[:line])
+    chars = lines[line].decode("utf-8", "replace")[:col]
+    return prefix + len(chars.encode("utf-8"))
+
+
+def node_at(p: Parsed, line: int, col: int) -> Node:
+    """The smallest node containing the cursor (the one ending right at it, when typing at its end)."""
+    off = _byte_offset(p, line, col)
+    node = p.tree.root_node.descendant_for_byte_range(max(off - 1, 0), off)
+    return node or p.tree.root_node
+
+
+def ancestors(node: Node) -> Iterator[Node]:
+    n: Node | None = node
+    while n is not None:
+        yield n
+        n = n.parent
+
+
+def in_inline_context(p: Parsed, line: int, col: int) -> bool:
+    """True inside a string, comment, argument or parameter list that is still open at the cursor."""
+    off = _byte_offset(p, line, col)
+    for n in ancestors(node_at(p, line, col)):
+        if n.type in INLINE_CONTEXTS and n.start_byte < off and (n.end_byte > off or n.has_error or n.is_missing):
+            return True
+        if n.type in DEFINITIONS.get(p.language, set()) or n.type in ("block", "statement_block", "compound_statement"):
+            return False
+    return False
+
+
+def enclosing_definition(p: Parsed, line: int) -> tuple[int, int] | None:
+    """1-based inclusive lines of the innermost definition around a 0-based line (decorators included)."""
+    kinds = DEFINITIONS.get(p.language, set())
+    lines = p.source.split(b"\n")
+    row = max(0, min(line, len(lines) - 1))
+    start_col = len(lines[row]) - len(lines[row].lstrip())
+    node = p.tree.root_node.descendant_for_point_range((row, start_col), (row, max(start_col, len(lines[row]) - 1)))
+    for n in ancestors(node) if node is not None else iter(()):
+        if n.type in kinds:
+            if n.parent is not None and n.parent.type == "decorated_definition":
+                n = n.parent
+            return n.start_point[0] + 1, n.end_point[0] + 1 - (1 if n.end_point[1] == 0 else 0)
+    return None
+
+
+def error_lines(p: Parsed) -> list[int]:
+    """0-based lines where the tree has ERROR or MISSING nodes (empty when it parses cleanly)."""
+    rows: list[int] = []
+    for n in _walk(p.tree.root_node, {"ERROR"}):
+        rows.append(n.start_point[0])
+    stack = [p.tree.root_node]
+    while stack:
+        n = stack.pop()
+        if n.is_missing:
+            rows.append(n.start_point[0])
+        if n.has_error:
+            stack.extend(n.children)
+    return sorted(set(rows))
+
+
+def indented_block(lines: Sequence[str], line: int) -> tuple[int, int]:
+    """The top-level block around a 0-based line, as 1-based inclusive lines.
+
+    For explain/refactor with no selection in a language without a grammar here
+    (or top-level code outside any definition): from the nearest unindented line
+    at or above the cursor to the line before the next unindented one (a closing
+    bracket or `end` stays with its block).
+    """
+    if not lines:
+        return 1, 1
+    line = max(0, min(line, len(lines) - 1))
+
+    def top(i: int) -> bool:
+        s = lines[i]
+        return bool(s.strip()) and not s[0].isspace() and not _BLOCK_CLOSER.match(s)
+
+    start = line
+    while start > 0 and not top(start):
+        start -= 1
+    # Decorators and comments directly above a definition belong to it.
+    while start > 0 and lines[start - 1].strip() and not lines[start - 1][0].isspace():
+        prev = lines[start - 1].lstrip()
+        if not prev.startswith(("@", "#", "//", "/*", "*")):
+            break
+        start -= 1
+    end = line + 1
+    while end < len(lines) and not top(end):
+        end += 1
+    while end - 1 > start and not lines[end - 1].strip():
+        end -= 1
+    return start + 1, max(start + 1, end)

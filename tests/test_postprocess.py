@@ -1,0 +1,133 @@
+"""Completion decisions and post-processing, each rule on a real snippet (tree-sitter, no model)."""
+
+from __future__ import annotations
+
+from banked.daemon import postprocess, syntax
+from banked.daemon.postprocess import Decision, clean, decide
+
+PY = """import math
+
+
+def area(r):
+    return math.pi * r * r
+
+
+def describe(shape, r):
+    print("shape", shape.name, area(r))
+    if r > 10:
+        CURSOR
+    return shape
+""".replace("CURSOR", "")
+
+
+def parsed(text: str, lang: str = "python") -> syntax.Parsed:
+    return syntax.parse_text(lang, text)
+
+
+def test_inside_an_argument_list_only_the_line_is_completed() -> None:
+    text = PY.replace("area(r))", "area(r), ")
+    line = 8
+    col = text.split("\n")[line].index("area(r), ") + len("area(r), ")
+    d = decide(parsed(text), text, line, col, 10)
+    assert d.max_lines == 1 and "argument" in d.why
+
+
+def test_after_a_block_opener_a_block_is_completed_and_ends_with_it() -> None:
+    line = 9  # "    if r > 10:"
+    d = decide(parsed(PY), PY, line, len(PY.split("\n")[line]), 10)
+    assert d.max_lines == 10 and d.block_indent == 5
+    raw = "\n        r = 10\n        shape.clamp()\n    return shape\nprint('done')"
+    assert postprocess.end_of_block(raw, d) == "\n        r = 10\n        shape.clamp()\n"
+
+
+def test_on_an_empty_line_in_a_brace_language_the_block_ends_before_its_closing_brace() -> None:
+    js = "function f(xs) {\n  for (const x of xs) {\n    \n  }\n  return xs;\n}\n"
+    line, col = 2, 4
+    d = decide(parsed(js, "javascript"), js, line, col, 10)
+    assert d.max_lines == 10 and d.braces
+    raw = "console.log(x);\n    total += x;\n  }\n  return total;"
+    assert postprocess.end_of_block(raw, d) == "console.log(x);\n    total += x;\n"
+
+
+def test_the_rest_of_the_line_is_not_repeated() -> None:
+    before, after = "value = compute(", "a, b)\n"
+    assert clean("a, b)", before, after) == ""  # only what is already there: trivial, dropped
+    assert clean("x, a, b)", before, after) == "x, "
+
+
+def test_lines_that_follow_the_cursor_are_not_repeated() -> None:
+    before = "    "
+    after = "\n    return shape\n"
+    raw = "shape.grow(r)\n    return shape"
+    assert clean(raw, before, after, Decision(10, "block")) == "shape.grow(r)"
+
+
+def test_a_duplicated_closing_line_is_removed() -> None:
+    before = "    "
+    after = "\n}\n"
+    raw = "return a + b;\n}"
+    assert clean(raw, before, after, Decision(10, "block")) == "return a + b;"
+
+
+def test_brackets_the_completion_opened_are_closed() -> None:
+    assert clean("print(math.sqrt(x", "    ", "\n") == "print(math.sqrt(x))"
+    # Brackets opened before the cursor are the suffix's business, not the completion's.
+    assert clean("x", "    f(g(", "))\n") == "x"
+
+
+def test_empty_and_trivial_completions_are_discarded() -> None:
+    assert clean("   \n  ", "x = ", "\n") == ""
+    assert clean(")", "f(x", ")\n") == ""
+    assert clean(";", "a = 1", "\n") == ""
+
+
+def test_symbols_and_imports_per_language() -> None:
+    p = parsed(
+        "import os\nfrom .geo import area as a\n\n@cache\ndef f(x: int) -> int:\n    return x\n\n"
+        "class C(B):\n    def m(self):\n        pass\n"
+    )
+    assert [(s.name, s.signature) for s in syntax.symbols(p)] == [
+        ("f", "def f(x: int) -> int"),
+        ("C", "class C(B)"),
+        ("m", "def m(self)"),
+    ]
+    assert syntax.imports(p) == ["os", ".geo"]
+    go = parsed(
+        'package m\n\nimport (\n\t"fmt"\n\t"example.com/m/util"\n)\n\nfunc Add(a, b int) int {\n\treturn a + b\n}\n',
+        "go",
+    )
+    assert syntax.imports(go) == ["fmt", "example.com/m/util"]
+    assert [s.name for s in syntax.symbols(go)] == ["Add"]
+    ts = parsed(
+        "import { x } from './util';\nexport function f(a: number): number { return a; }\ninterface P { a: number }\n",
+        "typescript",
+    )
+    assert syntax.imports(ts)[0] == "./util"
+    assert {s.name for s in syntax.symbols(ts)} >= {"f", "P"}
+
+
+def test_the_enclosing_definition_and_parse_errors() -> None:
+    p = parsed(PY.replace("        \n", "        r = 10\n"))
+    assert syntax.enclosing_definition(p, 9) == (8, 12)  # the whole of describe()
+    assert syntax.enclosing_definition(p, 0) is None
+    assert not syntax.error_lines(p)
+    bad = parsed("def f(:\n    return (1,\n")
+    assert bad.has_errors and syntax.error_lines(bad)
+
+
+def test_incremental_reparse_matches_a_fresh_parse() -> None:
+    cache = syntax.ParseCache()
+    first = cache.parse("a.py", PY)
+    assert first is not None
+    edited = PY.replace("return math.pi * r * r", "return math.tau * r")
+    again = cache.parse("a.py", edited)
+    assert again is not None and str(again.tree.root_node) == str(parsed(edited).tree.root_node)
+    assert cache.parse("notes.txt", "plain") is None  # unknown language: plain text
+
+
+def test_without_a_grammar_the_indented_block_takes_decorators_and_stops_before_the_next_one() -> None:
+    lines = "import os\n\n@cache\ndef f(x):\n    y = x\n\n    return y\n\n\ndef g():\n    pass\n".splitlines(True)
+    assert syntax.indented_block(lines, 4) == (3, 7)  # cursor in f's body: decorator .. return
+    assert syntax.indented_block(lines, 10) == (10, 11)
+    js = "function a() {\n  return 1;\n}\nconst b = 2;\n".splitlines(True)
+    assert syntax.indented_block(js, 1) == (1, 3)  # the closing brace stays with its block
