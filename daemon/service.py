@@ -463,6 +463,8 @@ class Daemon:
         parsed = await asyncio.to_thread(self.parses.parse, f"{root}/{rel}", text)
         decision = postprocess.decide(parsed, text, line, col, self.cfg.max_lines)
         max_lines = decision.max_lines if max_lines_param is None else max_lines_param
+        with self._lock:
+            entry.wc.touch(rel)
         self._ensure_synced(root, entry)
 
         def build(job: Job) -> Any:

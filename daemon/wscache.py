@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import repomap
 from .config import Config
 from .engines.base import Engine, Sampling, ShouldStop, TextStream, never
 from .templates import QwenCoderTemplate
@@ -72,7 +73,10 @@ class WorkspaceCache:
         self._committed: dict[str, tuple[str, int]] = {}  # overlays folded into the prefix
         self._recent: dict[str, int] = {}  # files the user worked on, for the budget
         self._tok: dict[tuple[str, str], list[int]] = {}
+        self._ntok: dict[tuple[str, str], int] = {}  # token counts of every file, kept or not
         self._plan: Plan | None = None
+        self.repomap = repomap.RepoMap()
+        self._selection: set[str] | None = None  # files chosen when over budget (kept while churn is small)
 
     # -- the desired prefix ----------------------------------------------------------------
 
@@ -99,7 +103,12 @@ class WorkspaceCache:
         ids = self._tok.get(key)
         if ids is None:
             ids = self._tok[key] = self.tpl.file(path, text)
+            self._ntok[key] = len(ids)
         return ids
+
+    def _count(self, v: _View) -> int:
+        n = self._ntok.get((v.path, v.digest))
+        return n if n is not None else len(self._ids(v.path, v.text, v.digest))
 
     def _views(self) -> list[_View]:
         views = {p: _View(p, f.text, f.digest, f.mtime_ns) for p, f in self.ws.files.items()}
@@ -116,30 +125,83 @@ class WorkspaceCache:
             return self._plan
         header = self.tpl.header(self.ws.root.name)
         views = self._views()
-        sized = [(v, self._ids(v.path, v.text, v.digest)) for v in views]
+        sized = [(v, self._count(v)) for v in views]
         room = self.budget - len(header)
         dropped: list[str] = []
-        if sum(len(ids) for _, ids in sized) > room:
-            # Open and recently edited files first, then the most recently modified.
-            ranked = sorted(sized, key=lambda vi: (vi[0].path not in self._recent, -vi[0].key, vi[0].path))
-            keep: set[str] = set()
-            for v, ids in ranked:
-                if len(ids) <= room:
-                    keep.add(v.path)
-                    room -= len(ids)
-                else:
-                    dropped.append(v.path)
-            sized = [(v, ids) for v, ids in sized if v.path in keep]
+        smap: list[int] = []
+        if sum(n for _, n in sized) > room:
+            infos = {v.path: self.repomap.info(v.path, v.text, v.digest) for v in views}
+            self.repomap.forget_except((v.path, v.digest) for v in views)
+            reserve = min(room // 10, 2048)  # room for the symbol map of what does not fit
+            keep, order = self._select(sized, infos, room - reserve)
+            dropped = [p for p in order if p not in keep]
+            smap = self._symbol_map(dropped, infos, reserve)
+            sized = [(v, n) for v, n in sized if v.path in keep]
+            dropped.sort()
+        else:
+            self._selection = None
         out = list(header)
         segments = [Segment("", "", 0, len(header))]
-        for v, ids in sized:
+        for v, _ in sized:
+            ids = self._ids(v.path, v.text, v.digest)
             segments.append(Segment(v.path, v.digest, len(out), len(out) + len(ids)))
             out.extend(ids)
-        live = {(s.path, s.digest) for s in segments}
-        for k in [k for k in self._tok if k not in live]:
+        if smap:  # last: it changes whenever the selection or a dropped file's definitions do
+            segments.append(Segment(repomap.SYMBOL_MAP_PATH, digest(str(smap)), len(out), len(out) + len(smap)))
+            out.extend(smap)
+        # Token ids are kept for what is in the plan; counts (for the budget) for every file.
+        kept = {(s.path, s.digest) for s in segments}
+        for k in [k for k in self._tok if k not in kept]:
             del self._tok[k]
-        self._plan = Plan(out, segments, sorted(dropped))
+        live = {(v.path, v.digest) for v in views}
+        for k in [k for k in self._ntok if k not in live]:
+            del self._ntok[k]
+        self._plan = Plan(out, segments, dropped)
         return self._plan
+
+    def _symbol_map(self, dropped: list[str], infos: dict[str, repomap.FileInfo], reserve: int) -> list[int]:
+        """The symbol map's tokens, ending on a whole line within `reserve` tokens."""
+        chars = 4 * reserve
+        for _ in range(4):
+            text = repomap.symbol_map(dropped, infos, max_chars=chars)
+            if not text:
+                return []
+            ids = self.tpl.file(repomap.SYMBOL_MAP_PATH, text)
+            if len(ids) <= reserve:
+                return ids
+            chars = int(chars * reserve / len(ids) * 0.9)
+        return ids[:reserve]
+
+    def _select(
+        self, sized: list[tuple[_View, int]], infos: dict[str, repomap.FileInfo], room: int
+    ) -> tuple[set[str], list[str]]:
+        """The files to keep (and all files, most relevant first) when the workspace does not fit.
+
+        Relevance is a PageRank over imports around the files worked on. A new ranking replaces the
+        previous selection only when it changes more than a tenth of the budget: every change of
+        selection re-prefills from the first file that changed, so small shifts are not worth it.
+        """
+        scores = repomap.rank(repomap.import_graph(infos), repomap.focus_weights(self._recent))
+        ranked = sorted(sized, key=lambda vi: (-scores.get(vi[0].path, 0.0), -vi[0].key, vi[0].path))
+        keep: set[str] = set()
+        left = room
+        for v, n in ranked:
+            if n <= left:
+                keep.add(v.path)
+                left -= n
+        size = {v.path: n for v, n in sized}
+        prev = {p for p in self._selection or () if p in size}
+        if prev and sum(size[p] for p in prev) <= room and sum(size[p] for p in keep ^ prev) < room // 10:
+            keep = prev
+        self._selection = keep
+        return keep, [v.path for v, _ in ranked]
+
+    def touch(self, path: str) -> None:
+        """A file the user works on (completed in): it steers the selection when over budget."""
+        if path not in self._recent:
+            self._recent[path] = time.time_ns()
+            if self._selection is not None:
+                self.invalidate()
 
     # -- keeping the engine equal to the plan ----------------------------------------------
 
