@@ -124,13 +124,13 @@ def similarity(a: str, b: str) -> float:
 
 
 def repeats_suffix(completion: str, after: str) -> bool:
-    """The completion re-types code that is already after the cursor (the rest of the line or the next line)."""
+    """The completion re-types code already after the cursor: the rest of its line, or the next line."""
     rest, _, below = after.partition("\n")
     if rest.strip() and completion.rstrip().endswith(rest.strip()):
         return True
     nxt = next((ln.strip() for ln in below.split("\n") if ln.strip()), "")
-    gen = [ln.strip() for ln in completion.rstrip().split("\n") if ln.strip()]
-    return bool(nxt) and len(gen) > 1 and gen[-1] == nxt
+    gen = [ln.strip() for ln in completion.rstrip().split("\n")]
+    return len(nxt) >= 3 and nxt in gen[1:]
 
 
 class Mode:

@@ -117,14 +117,13 @@ def clean(completion: str, before: str, after: str, d: Decision | None = None) -
     if rest and last.rstrip().endswith(rest):
         cut = last.rstrip()[: -len(rest)]
         out = out[: last_nl + 1] + cut
-    # 2. Repeating the lines below the cursor: drop the trailing run of lines equal to them.
+    # 2. Running on into the code below the cursor: cut where the generated lines start to equal it.
     next_lines = [ln.strip() for ln in below.split("\n") if ln.strip()][:20]
-    gen = out.split("\n")
-    for m in range(min(len(gen), len(next_lines)), 0, -1):
-        tail = [ln.strip() for ln in gen[-m:]]
-        if tail == next_lines[:m] and any(tail):
-            gen = gen[:-m]
-            out = "\n".join(gen)
+    gen = out.rstrip("\n").split("\n")
+    for i in range(1, len(gen)):
+        k = min(len(gen) - i, len(next_lines), 3)
+        if k and len(gen[i].strip()) >= 3 and [g.strip() for g in gen[i : i + k]] == next_lines[:k]:
+            out = "\n".join(gen[:i]).rstrip()
             break
     # 3. A duplicated closing line: the suffix's next line already closes the block.
     gen = out.rstrip("\n").split("\n")

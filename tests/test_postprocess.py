@@ -62,6 +62,17 @@ def test_lines_that_follow_the_cursor_are_not_repeated() -> None:
     assert clean(raw, before, after, Decision(10, "block")) == "shape.grow(r)"
 
 
+def test_a_completion_that_runs_on_into_the_next_lines_is_cut_there() -> None:
+    # Seen in bench/quality.py on pytest-lsp's client.py: the hole, then the docstring that follows it.
+    before = "        "
+    after = '\n        """A task that forwards the server stderr."""\n\n    async def start_io(self):\n'
+    raw = (
+        "self._stderr_task: asyncio.Task | None = None\n"
+        '        """A task that forwards the server stderr."""\n\n    async def start_io(self):\n'
+    )
+    assert clean(raw, before, after, Decision(10, "block", 8)) == "self._stderr_task: asyncio.Task | None = None"
+
+
 def test_a_duplicated_closing_line_is_removed() -> None:
     before = "    "
     after = "\n}\n"
