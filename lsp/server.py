@@ -459,8 +459,14 @@ def on_configuration(ls: BankedServer, params: types.DidChangeConfigurationParam
 @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
 def on_open(ls: BankedServer, params: types.DidOpenTextDocumentParams) -> None:
     path = ls.path_of(params.text_document.uri)
-    if path is not None and not path.is_file():
-        ls.schedule_overlay(params.text_document.uri)  # a new, never-saved file
+    if path is None:
+        return
+    try:
+        same = path.read_text(encoding="utf-8") == params.text_document.text
+    except (OSError, UnicodeDecodeError):
+        same = False  # a new, never-saved file
+    if not same:  # opened with unsaved contents (a restored session, a new file)
+        ls.schedule_overlay(params.text_document.uri)
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)

@@ -297,3 +297,20 @@ async def test_a_client_without_inline_completion_gets_classic_items(
     finally:
         await client.shutdown_session()
         await client.stop()
+
+
+async def test_unsaved_buffers_become_overlays_and_closing_drops_them(
+    session: tuple[LanguageClient, Editor], ws: Path, daemon: DaemonProc
+) -> None:
+    client, editor = session
+
+    def overlays() -> int:
+        with daemon.client() as c:
+            return sum(w["overlays"] for w in c.call("status")["workspaces"])
+
+    uri = editor.open(ws / "units.py", FILES["units.py"] + "\n\nMM_PER_INCH = 25.4\n")  # opened dirty
+    await editor.wait_for(lambda: overlays() == 1, timeout=20)
+    client.text_document_did_close(
+        types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri))
+    )
+    await editor.wait_for(lambda: overlays() == 0, timeout=20)
