@@ -46,10 +46,11 @@ class DaemonLink:
     def connected(self) -> bool:
         return self._writer is not None and not self._writer.is_closing()
 
-    async def ensure(self) -> None:
+    async def ensure(self, autostart: bool | None = None) -> None:
         """Connect if not connected, starting a daemon when allowed and none runs."""
         if self.connected:
             return
+        autostart = self.autostart if autostart is None else autostart
         async with self._connect_lock:
             if self.connected:
                 return
@@ -111,9 +112,11 @@ class DaemonLink:
             if listener is not None:
                 listener(msg.method or "", msg.params)
 
-    async def call(self, method: str, params: dict[str, Any], on_notify: OnNotify | None = None) -> Any:
+    async def call(
+        self, method: str, params: dict[str, Any], on_notify: OnNotify | None = None, autostart: bool | None = None
+    ) -> Any:
         """One request; cancelling the awaiting task sends the daemon a `cancel` for it at once."""
-        await self.ensure()
+        await self.ensure(autostart)
         assert self._writer is not None
         msgid = next(self._ids)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()

@@ -61,6 +61,7 @@ class BankedServer(LanguageServer):
         self.last_status: dict[str, Any] = {}
         self.background: set[asyncio.Task[Any]] = set()
         self.prefill_progress: tuple[Any, asyncio.Event] | None = None
+        self.failure_shown = False
 
     # -- daemon connection and status ------------------------------------------------------
 
@@ -74,8 +75,10 @@ class BankedServer(LanguageServer):
         was = self.state
         self.state, self.state_detail = state, detail
         if state == "connected":
+            self.failure_shown = False
             self.resend_overlays()
-        if state == "failed":
+        if state == "failed" and not self.failure_shown:  # once per outage, not at every retry
+            self.failure_shown = True
             self.window_show_message(
                 types.ShowMessageParams(
                     type=types.MessageType.Error,
@@ -115,11 +118,11 @@ class BankedServer(LanguageServer):
         delay = STATUS_INTERVAL_S
         while True:
             try:
-                if self.link.connected or self.settings.autostart:
-                    self.last_status = await self.link.call("status", {})
-                    delay = STATUS_INTERVAL_S
-                    self.track_prefill()
-                    self.publish_status()
+                # Never starts a daemon: after `banked stop` one starts again only when the editor needs it.
+                self.last_status = await self.link.call("status", {}, autostart=False)
+                delay = STATUS_INTERVAL_S
+                self.track_prefill()
+                self.publish_status()
             except (DaemonUnavailable, rpc.RemoteError, OSError) as exc:
                 log.info("status: %s", exc)
                 delay = min(delay * 2, 30.0)

@@ -314,3 +314,22 @@ async def test_unsaved_buffers_become_overlays_and_closing_drops_them(
         types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri))
     )
     await editor.wait_for(lambda: overlays() == 0, timeout=20)
+
+
+async def test_a_daemon_that_cannot_start_is_reported_once_and_stopping_one_does_not_respawn_it(
+    lsp_env: dict[str, str], ws: Path, tmp_path: Path
+) -> None:
+    # No daemon runs, and one cannot start: the model file does not exist.
+    env = {**lsp_env, "BANKED_MODEL": str(tmp_path / "missing.gguf")}
+    client, editor = await start_lsp(env, ws)
+    try:
+        uri = editor.open(ws / "geometry.py")
+        for _ in range(2):
+            assert not (await editor.inline(uri, 8, 11)).items  # type: ignore[union-attr]
+        await asyncio.sleep(2.5)  # a status poll: it must not try to start a daemon by itself
+        errors = [m for m in client.messages if m.type == types.MessageType.Error]
+        assert len(errors) == 1 and "could not reach the daemon" in errors[0].message
+        assert any(s.get("state") == "failed" for s in editor.statuses)
+    finally:
+        await client.shutdown_session()
+        await client.stop()
