@@ -129,6 +129,7 @@ async def test_typing_and_cancel_requests_cancel_the_daemon_job(lsp_env: dict[st
         editor.type(uri, 8, 11, "r")  # typing makes the running completion stale
         r1 = await first
         assert isinstance(r1, types.InlineCompletionList) and not r1.items  # never shown
+        await settle(daemon)  # the first job has stopped: what runs next is the second request's
 
         params = types.InlineCompletionParams(
             text_document=types.TextDocumentIdentifier(uri=uri),
