@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import random
 import shutil
 import statistics
@@ -165,6 +166,42 @@ class Mode:
         }
 
 
+def replay(path: Path, source: Path) -> None:
+    """Post-process the raw completions of an earlier run again: for changes to the rules, without the model."""
+    data = json.loads(path.read_text())
+    totals: dict[str, dict[str, float]] = {}
+    for r in data["results"]:
+        text = (source / r["path"]).read_text()
+        start = r.get("start")
+        if start is None:  # older runs: the target starts after the indentation of its line
+            line_start = sum(len(x) + 1 for x in text.split("\n")[: r["line"] - 1])
+            start = text.index(r["expected"], line_start)
+        t = Target(r["path"], r["kind"], start, start + len(r["expected"]))
+        masked = t.masked(text)
+        line, col = t.cursor(masked)
+        lines = masked.split("\n")
+        parsed = syntax.parse_text("python", masked) if t.path.endswith(".py") else None
+        decision = postprocess.decide(parsed, masked, line, col, 10)
+        after = "\n".join([lines[line][col:], *lines[line + 1 :]])
+        for mode in ("workspace", "file", "prefix"):
+            raw = r[mode]["raw"]
+            cleaned = postprocess.clean(raw, lines[line][:col], after if mode != "prefix" else "", decision)
+            acc = totals.setdefault(mode, {"exact": 0, "exact_raw": 0, "repeats_raw": 0, "repeats": 0, "lowered": 0})
+            exact, exact_raw = norm(cleaned) == norm(r["expected"]), norm(raw) == norm(r["expected"])
+            acc["exact"] += exact
+            acc["exact_raw"] += exact_raw
+            acc["lowered"] += exact_raw and not exact
+            acc["repeats_raw"] += repeats_suffix(raw, after)
+            acc["repeats"] += repeats_suffix(cleaned, after)
+    n = len(data["results"])
+    print(f"replay of {path} ({n} targets) with today's post-processing:")
+    for mode, a in totals.items():
+        print(
+            f"  {mode:9} exact {100 * a['exact'] / n:.1f}% (raw {100 * a['exact_raw'] / n:.1f}%), "
+            f"targets made worse {a['lowered']:.0f}, suffix repeats {a['repeats_raw']:.0f} -> {a['repeats']:.0f}"
+        )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     spec = importlib.util.find_spec("pytest_lsp")
@@ -176,7 +213,11 @@ def main() -> None:
     p.add_argument("--prefix-lines", type=int, default=80, help="lines of the file before the cursor in the tail")
     p.add_argument("--model", help="a GGUF file (default: the embedded model)")
     p.add_argument("--json", default="bench/results/quality.json")
+    p.add_argument("--replay", help="re-apply today's post-processing to a previous run's raw completions (no model)")
     args = p.parse_args()
+    if args.replay:
+        replay(Path(args.replay), Path(args.source))
+        return
 
     work = Path(tempfile.mkdtemp(prefix="banked-quality-"))
     root = work / Path(args.source).name
@@ -217,6 +258,7 @@ def main() -> None:
             expected = text[t.start : t.end]
             masked = t.masked(text)
             row: dict[str, Any] = {"path": t.path, "kind": t.kind, "line": t.cursor(text)[0] + 1, "expected": expected}
+            row["start"], row["end"] = t.start, t.end
             for m in modes:
                 r = m.complete(t, masked, 48 if t.kind == "line" else 160)
                 row[m.name] = {

@@ -117,12 +117,14 @@ def clean(completion: str, before: str, after: str, d: Decision | None = None) -
     if rest and last.rstrip().endswith(rest):
         cut = last.rstrip()[: -len(rest)]
         out = out[: last_nl + 1] + cut
-    # 2. Running on into the code below the cursor: cut where the generated lines start to equal it.
+    # 2. Running on into the code below the cursor: cut where the generated lines start to equal it
+    #    (blank lines aside: the model and the file may space them differently).
     next_lines = [ln.strip() for ln in below.split("\n") if ln.strip()][:20]
     gen = out.rstrip("\n").split("\n")
-    for i in range(1, len(gen)):
-        k = min(len(gen) - i, len(next_lines), 3)
-        if k and len(gen[i].strip()) >= 3 and [g.strip() for g in gen[i : i + k]] == next_lines[:k]:
+    filled = [i for i, g in enumerate(gen) if g.strip()]
+    for pos, i in enumerate(filled):
+        k = min(len(filled) - pos, len(next_lines), 3)
+        if i and k and len(gen[i].strip()) >= 3 and [gen[j].strip() for j in filled[pos : pos + k]] == next_lines[:k]:
             out = "\n".join(gen[:i]).rstrip()
             break
     # 3. A duplicated closing line: the suffix's next line already closes the block.

@@ -73,6 +73,14 @@ def test_a_completion_that_runs_on_into_the_next_lines_is_cut_there() -> None:
     assert clean(raw, before, after, Decision(10, "block", 8)) == "self._stderr_task: asyncio.Task | None = None"
 
 
+def test_running_on_is_cut_even_when_blank_lines_differ() -> None:
+    # Seen in bench/quality.py on pytest-lsp's protocol.py: a different first line, then the code below.
+    before = "        "
+    after = "\n        if callback:\n\n            def wrapper(future):\n                callback(future)\n"
+    raw = "future = make()\n        if callback:\n\n            def wrapper(future):\n                callback(future)"
+    assert clean(raw, before, after, Decision(10, "block", 8)) == "future = make()"
+
+
 def test_a_duplicated_closing_line_is_removed() -> None:
     before = "    "
     after = "\n}\n"
