@@ -72,8 +72,7 @@ class Client:
             msg = self._next()
             if msg.kind == rpc.RESPONSE and msg.id == msgid:
                 if msg.error:
-                    err = msg.error if isinstance(msg.error, dict) else {"message": str(msg.error)}
-                    raise rpc.RemoteError(str(err.get("code", "error")), str(err.get("message", err)))
+                    raise rpc.RemoteError.from_response(msg.error)
                 return msg.result
             if msg.kind == rpc.NOTIFICATION and on_notify is not None:
                 on_notify(msg.method or "", msg.params)

@@ -25,6 +25,12 @@ class RemoteError(RuntimeError):
         super().__init__(message)
         self.code = code
 
+    @classmethod
+    def from_response(cls, error: Any) -> RemoteError:
+        """The error of a response frame (a {"code", "message"} map, or anything else a peer sent)."""
+        err = error if isinstance(error, dict) else {"message": str(error)}
+        return cls(str(err.get("code", "error")), str(err.get("message", err)))
+
 
 @dataclass
 class Message:

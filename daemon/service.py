@@ -508,7 +508,8 @@ class Daemon:
 
     async def _chat(
         self, call: Call, params: Any, prompt: Callable[[str, str, int, int], str]
-    ) -> tuple[Generation, dict[str, Any]]:
+    ) -> tuple[Generation, dict[str, Any], str]:
+        """Run a chat turn on the selected lines; returns the answer, its metadata and the file text used."""
         start_param = _param(params, "start_line", int, None)
         end_param = _param(params, "end_line", int, None)
         cursor = _param(params, "cursor_line", int, None)  # 0-based; with no lines given: the code around it
@@ -556,7 +557,7 @@ class Daemon:
             "digest": hashlib.sha256(text.encode()).hexdigest(),
             "workspace": str(root),
         }
-        return g, meta
+        return g, meta, text
 
     def _target(self, root: Path, rel: str, text: str, cursor: int) -> tuple[int, int]:
         """The enclosing definition (tree-sitter), else the top-level block around the cursor."""
@@ -587,7 +588,7 @@ class Daemon:
                 f"```\n{code}```"
             )
 
-        g, meta = await self._chat(call, params, prompt)
+        g, meta, _ = await self._chat(call, params, prompt)
         return self._answer(g, meta, text=g.stream.text)
 
     async def m_refactor(self, call: Call, params: Any) -> Any:
@@ -600,22 +601,19 @@ class Daemon:
                 f"block, keeping the indentation.\n\n```\n{code}```"
             )
 
-        path, entry, rel = await self._file(params)
-        text = self._text(entry, path, rel, params)
-        g, meta = await self._chat(call, params, prompt)
-        replacement = reindent(meta["original"], extract_code(g.stream.text))
-        errors = self._rewrite_errors(rel, text, meta["start_line"], meta["end_line"], replacement)
-        if errors:  # one retry, told why
-            log.info("refactor of %s did not parse (lines %s); retrying once", rel, errors)
-            instruction += "\n(Your previous answer was not valid code: reply with code that parses.)"
-            g, meta = await self._chat(call, params, prompt)
+        for attempt in (1, 2):  # one retry, told why
+            g, meta, text = await self._chat(call, params, prompt)
             replacement = reindent(meta["original"], extract_code(g.stream.text))
-            errors = self._rewrite_errors(rel, text, meta["start_line"], meta["end_line"], replacement)
-            if errors:
+            errors = self._rewrite_errors(meta["path"], text, meta["start_line"], meta["end_line"], replacement)
+            if not errors:
+                break
+            if attempt == 2:
                 raise UserError(
-                    f"the model's rewrite of {rel} does not parse (near line {errors[0]}), twice; nothing was "
-                    "changed: try a smaller selection or a more precise instruction"
+                    f"the model's rewrite of {meta['path']} does not parse (near line {errors[0]}), twice; nothing "
+                    "was changed: try a smaller selection or a more precise instruction"
                 )
+            log.info("refactor of %s did not parse (lines %s); retrying once", meta["path"], errors)
+            instruction += "\n(Your previous answer was not valid code: reply with code that parses.)"
         return self._answer(g, meta, replacement=replacement, answer=g.stream.text)
 
     async def m_write_tests(self, call: Call, params: Any) -> Any:
@@ -626,7 +624,7 @@ class Daemon:
                 f"Reply with only the test code in one fenced code block.\n\n```\n{code}```"
             )
 
-        g, meta = await self._chat(call, params, prompt)
+        g, meta, _ = await self._chat(call, params, prompt)
         return self._answer(g, meta, code=extract_code(g.stream.text), answer=g.stream.text)
 
     def methods(self) -> dict[str, Callable[[Call, Any], Awaitable[Any]]]:

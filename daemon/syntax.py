@@ -296,9 +296,8 @@ def _byte_offset(p: Parsed, line: int, col: int) -> int:
     return prefix + len(chars.encode("utf-8"))
 
 
-def node_at(p: Parsed, line: int, col: int) -> Node:
+def _node_at_offset(p: Parsed, off: int) -> Node:
     """The smallest node containing the cursor (the one ending right at it, when typing at its end)."""
-    off = _byte_offset(p, line, col)
     node = p.tree.root_node.descendant_for_byte_range(max(off - 1, 0), off)
     return node or p.tree.root_node
 
@@ -313,7 +312,7 @@ def ancestors(node: Node) -> Iterator[Node]:
 def in_inline_context(p: Parsed, line: int, col: int) -> bool:
     """True inside a string, comment, argument or parameter list that is still open at the cursor."""
     off = _byte_offset(p, line, col)
-    for n in ancestors(node_at(p, line, col)):
+    for n in ancestors(_node_at_offset(p, off)):
         if n.type in INLINE_CONTEXTS and n.start_byte < off and (n.end_byte > off or n.has_error or n.is_missing):
             return True
         if n.type in DEFINITIONS.get(p.language, set()) or n.type in ("block", "statement_block", "compound_statement"):
@@ -338,17 +337,15 @@ def enclosing_definition(p: Parsed, line: int) -> tuple[int, int] | None:
 
 def error_lines(p: Parsed) -> list[int]:
     """0-based lines where the tree has ERROR or MISSING nodes (empty when it parses cleanly)."""
-    rows: list[int] = []
-    for n in _walk(p.tree.root_node, {"ERROR"}):
-        rows.append(n.start_point[0])
+    rows: set[int] = set()
     stack = [p.tree.root_node]
-    while stack:
+    while stack:  # only subtrees that contain an error are walked
         n = stack.pop()
-        if n.is_missing:
-            rows.append(n.start_point[0])
+        if n.type == "ERROR" or n.is_missing:
+            rows.add(n.start_point[0])
         if n.has_error:
             stack.extend(n.children)
-    return sorted(set(rows))
+    return sorted(rows)
 
 
 def indented_block(lines: Sequence[str], line: int) -> tuple[int, int]:

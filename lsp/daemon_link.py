@@ -103,8 +103,7 @@ class DaemonLink:
             if fut is None or fut.done():
                 return
             if msg.error:
-                err = msg.error if isinstance(msg.error, dict) else {"message": str(msg.error)}
-                fut.set_exception(rpc.RemoteError(str(err.get("code", "error")), str(err.get("message", err))))
+                fut.set_exception(rpc.RemoteError.from_response(msg.error))
             else:
                 fut.set_result(msg.result)
         elif msg.kind == rpc.NOTIFICATION and isinstance(msg.params, dict):
