@@ -7,16 +7,22 @@ line, a block after a block opener, a function body) and asks the model to
 fill each in, through banked's own code paths (WorkspaceCache, FIM tail,
 run_generation, completion decisions and post-processing), in three modes:
 
-- workspace: the whole workspace in the prefix (the target's file left out of
-  the prefix: its masked text is in the FIM tail), as the daemon serves it;
-- file: the current file only (repo header + the FIM tail);
-- prefix: the whole workspace, but no suffix after the cursor.
+- workspace: every file of the workspace in the prefix, as the daemon serves it;
+- file: the current file only;
+- prefix: the whole workspace, but nothing after the cursor (no FIM suffix, and
+  the current file cut at the cursor).
 
-Reported per mode: exact match and edit similarity of the post-processed
-completion (and of the raw one, so post-processing can be seen never to lower
-exact match), how many raw completions repeated the code after the cursor and
-how many still do after post-processing, and latency. Not a test: a table and
-JSON. Default source: the installed pytest-lsp package (code nobody here wrote).
+In no mode is the target's file in the prefix: its masked text is in the FIM
+tail (`--prefix-lines` lines before the cursor, the usual suffix after it), so
+`workspace` and `file` differ only by the other files. Every other file is in
+the workspace prefix, the other files with targets included (they are taken out
+only while their own targets run, and put back as the newest files after).
+Reported per mode: exact match and edit similarity of the
+post-processed completion (and of the raw one, so post-processing can be seen
+never to lower exact match), how many raw completions repeated the code after
+the cursor and how many still do after post-processing, and latency. Not a
+test: a table and JSON. Default source: the installed pytest-lsp package (code
+nobody here wrote).
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from banked.daemon import config, model_store, postprocess, syntax
 from banked.daemon.engines.base import Engine, TextStream
 from banked.daemon.engines.llamacpp import LlamaCppEngine
 from banked.daemon.templates import template_for
-from banked.daemon.workspace import Workspace
+from banked.daemon.workspace import FileState, Workspace, digest
 from banked.daemon.wscache import Generation, WorkspaceCache, run_generation
 from common import report
 
@@ -125,21 +131,44 @@ def similarity(a: str, b: str) -> float:
 
 
 def repeats_suffix(completion: str, after: str) -> bool:
-    """The completion re-types code already after the cursor: the rest of its line, or the next line."""
+    """The completion re-types code already after the cursor: the rest of its line, or the next lines.
+
+    A generated line equal to the next line counts when it is what the model ends on, when the
+    model goes on with the line after it too, or when it is long enough (12 characters) not to be a
+    coincidence; a `try:` or `else:` of the model's own followed by other code does not.
+    """
     rest, _, below = after.partition("\n")
     if rest.strip() and completion.rstrip().endswith(rest.strip()):
         return True
-    nxt = next((ln.strip() for ln in below.split("\n") if ln.strip()), "")
-    gen = [ln.strip() for ln in completion.rstrip().split("\n")]
-    return len(nxt) >= 3 and nxt in gen[1:]
+    nxt = [ln.strip() for ln in below.split("\n") if ln.strip()][:2]
+    gen = completion.rstrip().split("\n")
+    for i in range(1, len(gen)):
+        if not nxt or len(nxt[0]) < 3 or gen[i].strip() != nxt[0]:
+            continue
+        following = next((g.strip() for g in gen[i + 1 :] if g.strip()), None)
+        if following is None or len(nxt[0]) >= 12 or nxt[1:] == [following]:
+            return True
+    return False
+
+
+EDITED_MTIME_NS = 1 << 62  # files with targets are newer than anything on disk: last in the prefix
 
 
 class Mode:
-    """One way of giving the model context: a WorkspaceCache on its own engine."""
+    """One way of giving the model context: a WorkspaceCache over its own workspace and engine."""
 
     def __init__(self, name: str, engine: Engine, ws: Workspace, cfg: config.Config, suffix: bool):
-        self.name, self.suffix, self.cfg = name, suffix, cfg
+        self.name, self.suffix, self.cfg, self.ws = name, suffix, cfg, ws
         self.wc = WorkspaceCache(ws, engine, template_for(engine), cfg)
+        self.newest = EDITED_MTIME_NS
+
+    def edit(self, path: str, text: str | None) -> None:
+        """Take a file out of this mode's workspace (None), or put it back as the newest file on disk."""
+        self.ws.files.pop(path, None)
+        if text is not None:
+            self.newest += 1
+            self.ws.files[path] = FileState(path, text, self.newest, digest(text))
+        self.wc.invalidate()
 
     def complete(self, t: Target, masked: str, max_tokens: int) -> dict[str, Any]:
         line, col = t.cursor(masked)
@@ -183,7 +212,7 @@ def replay(path: Path, source: Path) -> None:
         parsed = syntax.parse_text("python", masked) if t.path.endswith(".py") else None
         decision = postprocess.decide(parsed, masked, line, col, 10)
         after = "\n".join([lines[line][col:], *lines[line + 1 :]])
-        for mode in ("workspace", "file", "prefix"):
+        for mode in [m for m in ("workspace", "file", "prefix") if m in r]:
             raw = r[mode]["raw"]
             cleaned = postprocess.clean(raw, lines[line][:col], after if mode != "prefix" else "", decision)
             acc = totals.setdefault(mode, {"exact": 0, "exact_raw": 0, "repeats_raw": 0, "repeats": 0, "lowered": 0})
@@ -211,6 +240,7 @@ def main() -> None:
     p.add_argument("--files", type=int, default=3, help="how many files the targets come from")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prefix-lines", type=int, default=80, help="lines of the file before the cursor in the tail")
+    p.add_argument("--modes", default="workspace,file,prefix", help="which contexts to compare (comma-separated)")
     p.add_argument("--model", help="a GGUF file (default: the embedded model)")
     p.add_argument("--json", default="bench/results/quality.json")
     p.add_argument("--replay", help="re-apply today's post-processing to a previous run's raw completions (no model)")
@@ -233,28 +263,42 @@ def main() -> None:
     targets = [t for f in sorted(files) for t in find_targets(f, full.files[f].text, rng, per_kind)]
     print(f"{len(full.files)} files in {root.name}; {len(targets)} targets from {', '.join(sorted(files))}")
 
-    eng_ws = LlamaCppEngine(model, n_ctx=32768, n_threads=cfg.n_threads, chunk=256)
-    eng_file = LlamaCppEngine(model, n_ctx=8192, n_threads=cfg.n_threads, chunk=256)
-    empty = Workspace(work / "empty")
+    def workspace() -> Workspace:
+        ws = Workspace(root)
+        ws.scan()
+        return ws
+
+    only = Workspace(work / "empty")
     (work / "empty").mkdir()
-    empty.scan()
-    modes = [
-        Mode("workspace", eng_ws, full, cfg, True),
-        Mode("file", eng_file, empty, cfg, True),
-        Mode("prefix", eng_ws, full, cfg, False),
-    ]
+    only.scan()
+
+    def engine(n_ctx: int) -> Engine:
+        return LlamaCppEngine(model, n_ctx, cfg.n_threads, 256)
+
+    makers = {
+        "workspace": lambda: Mode("workspace", engine(32768), workspace(), cfg, True),
+        "file": lambda: Mode("file", engine(16384), only, cfg, True),
+        "prefix": lambda: Mode("prefix", engine(32768), workspace(), cfg, False),
+    }
+    modes = [makers[name]() for name in args.modes.split(",")]
+    # Smallest file first: putting a file back re-prefills it and every file put back before it.
+    order = sorted(files, key=lambda f: (len(full.files[f].text), f))
+    for m in modes:  # the files with targets are the newest, the first to be worked on last in the prefix
+        if m.name != "file":
+            for f in reversed(order):
+                m.edit(f, full.files[f].text)
     t0 = time.perf_counter()
     results: list[dict[str, Any]] = []
-    for f in sorted(files):
-        original = full.files.pop(f)  # the target file is not in the prefix: its masked text is in the tail
-        modes[0].wc.invalidate()
-        modes[2].wc.invalidate()
-        print(f"prefill without {f}: ", end="", flush=True)
-        t1 = time.perf_counter()
-        modes[0].wc.sync()
-        print(f"{len(modes[0].wc.plan().ids)} tokens, {time.perf_counter() - t1:.0f}s", flush=True)
+    for f in order:
+        for m in modes:  # the file being edited is in the FIM tail, not the prefix
+            if m.name != "file":
+                m.edit(f, None)
+            print(f"{m.name}: prefill {len(m.wc.plan().ids)} tokens: ", end="", flush=True)
+            t1 = time.perf_counter()
+            m.wc.sync()
+            print(f"{time.perf_counter() - t1:.0f}s", flush=True)
         for t in [t for t in targets if t.path == f]:
-            text = original.text
+            text = full.files[f].text
             expected = text[t.start : t.end]
             masked = t.masked(text)
             row: dict[str, Any] = {"path": t.path, "kind": t.kind, "line": t.cursor(text)[0] + 1, "expected": expected}
@@ -270,6 +314,7 @@ def main() -> None:
                     "repeats_suffix_raw": repeats_suffix(r["raw"], r["after"]),
                     "repeats_suffix": repeats_suffix(r["text"], r["after"]),
                     "ttft_ms": r["ttft_ms"],
+                    "prefilled_tokens": r["prefilled_tokens"],
                     "seconds": r["seconds"],
                 }
             results.append(row)
@@ -277,10 +322,13 @@ def main() -> None:
                 f"  {t.kind:5} {t.path}:{row['line']}: "
                 + " ".join(
                     f"{m.name}={'✔' if row[m.name]['exact'] else '·'}{row[m.name]['similarity']:.2f}" for m in modes
-                ),
+                )
+                + f" ({sum(row[m.name]['seconds'] for m in modes):.0f}s)",
                 flush=True,
             )
-        full.files[f] = original
+        for m in modes:  # done with this file: back in the prefix, as the newest
+            if m.name != "file":
+                m.edit(f, full.files[f].text)
     rows = []
     summary: dict[str, Any] = {}
     for m in modes:
@@ -318,7 +366,11 @@ def main() -> None:
         "model": str(model),
         "summary": summary,
         "exact_match_by_kind": by_kind,
-        "workspace_minus_file_points": summary["workspace"]["exact_match"] - summary["file"]["exact_match"],
+        "workspace_minus_file_points": (
+            summary["workspace"]["exact_match"] - summary["file"]["exact_match"]
+            if {"workspace", "file"} <= summary.keys()
+            else None
+        ),
         "seconds": time.perf_counter() - t0,
         "results": results,
     }

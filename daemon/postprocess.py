@@ -30,6 +30,9 @@ class Decision:
     braces: bool = False  # a line closing more brackets than the completion opened ends the block
 
 
+DISTINCT_LINE = 12  # characters, stripped
+
+
 def indent_of(line: str) -> int:
     return len(line) - len(line.lstrip(" \t"))
 
@@ -118,13 +121,17 @@ def clean(completion: str, before: str, after: str, d: Decision | None = None) -
         cut = last.rstrip()[: -len(rest)]
         out = out[: last_nl + 1] + cut
     # 2. Running on into the code below the cursor: cut where the generated lines start to equal it
-    #    (blank lines aside: the model and the file may space them differently).
+    #    (blank lines aside: the model and the file may space them differently). A line as long as
+    #    DISTINCT_LINE equal to the next line is enough on its own: the model reached code that is
+    #    there, even if what it writes after that differs from the file.
     next_lines = [ln.strip() for ln in below.split("\n") if ln.strip()][:20]
     gen = out.rstrip("\n").split("\n")
     filled = [i for i, g in enumerate(gen) if g.strip()]
     for pos, i in enumerate(filled):
         k = min(len(filled) - pos, len(next_lines), 3)
-        if i and k and len(gen[i].strip()) >= 3 and [gen[j].strip() for j in filled[pos : pos + k]] == next_lines[:k]:
+        line = gen[i].strip()
+        runs_on = k > 0 and len(line) >= 3 and [gen[j].strip() for j in filled[pos : pos + k]] == next_lines[:k]
+        if i and (runs_on or (next_lines and len(line) >= DISTINCT_LINE and line == next_lines[0])):
             out = "\n".join(gen[:i]).rstrip()
             break
     # 3. A duplicated closing line: the suffix's next line already closes the block.

@@ -81,6 +81,25 @@ def test_running_on_is_cut_even_when_blank_lines_differ() -> None:
     assert clean(raw, before, after, Decision(10, "block", 8)) == "future = make()"
 
 
+def test_reaching_a_distinctive_next_line_is_cut_there_even_if_the_rest_differs() -> None:
+    # Seen in bench/quality.py on pluggy's _caller.py: the import list, re-typed past the hole.
+    before = ""
+    after = "\nfrom collections.abc import Sequence\nfrom collections.abc import Set as AbstractSet\n"
+    raw = (
+        "from collections.abc import Mapping\nfrom collections.abc import Sequence\n"
+        "from typing import cast\nimport warnings\n"
+    )
+    assert clean(raw, before, after, Decision(10, "block", 0)) == "from collections.abc import Mapping"
+
+
+def test_a_short_line_that_equals_the_next_one_by_chance_is_kept() -> None:
+    # Seen in bench/quality.py on pluggy's _execution.py: the model's own `try:` goes on differently.
+    before = "        "
+    after = "\n    try:\n        res = yield\n"
+    raw = "teardown.close()\n    try:\n        teardown.send(result)"
+    assert clean(raw, before, after, Decision(10, "block", 4)) == raw
+
+
 def test_a_duplicated_closing_line_is_removed() -> None:
     before = "    "
     after = "\n}\n"
