@@ -31,10 +31,12 @@ import argparse
 import importlib.util
 import json
 import random
+import re
 import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,8 +73,10 @@ def _line_starts(text: str) -> list[int]:
     return starts
 
 
-def find_targets(rel: str, text: str, rng: random.Random, per_kind: int) -> list[Target]:
-    """Candidate spans by kind; `per_kind` of each, chosen with `rng`."""
+def find_targets(
+    rel: str, text: str, rng: random.Random, per_kind: int, keep: Callable[[Target], bool] | None = None
+) -> list[Target]:
+    """Candidate spans by kind (those `keep` accepts); `per_kind` of each, chosen with `rng`."""
     lines = text.split("\n")
     starts = _line_starts(text)
     lines_c: list[Target] = []
@@ -105,10 +109,32 @@ def find_targets(rel: str, text: str, rng: random.Random, per_kind: int) -> list
                 begin = starts[body_line] + len(first) - len(first.lstrip())
                 bodies.append(Target(rel, "body", begin, starts[sym.end_line] + len(lines[sym.end_line])))
     out: list[Target] = []
-    for pool in (lines_c, blocks, bodies):
+    for pool in ([t for t in p if keep is None or keep(t)] for p in (lines_c, blocks, bodies)):
         rng.shuffle(pool)
         out.extend(pool[:per_kind])
     return out
+
+
+IDENT = re.compile(r"[A-Za-z_]\w*")
+
+
+def defined_names(text: str) -> set[str]:
+    """Names a Python module defines: its functions, classes, methods and module-level assignments."""
+    names = {sym.name.split(".")[-1] for sym in syntax.symbols(syntax.parse_text("python", text))}
+    return names | set(re.findall(r"^([A-Za-z_]\w*)\s*[:=]", text, re.M))
+
+
+def needs_other_files(t: Target, text: str, own: set[str], others: set[str], prefix_lines: int) -> bool:
+    """The target uses a name only another file defines, and the FIM tail does not show it.
+
+    The cross-file subset (as CrossCodeEval selects its targets): what the workspace context is for.
+    """
+    line = text[: t.start].count("\n")
+    visible = "\n".join(text.split("\n")[max(0, line - prefix_lines) : line]) + text[t.end : t.end + 250]
+    return any(
+        n in others and n not in own and not re.search(rf"\b{n}\b", visible)
+        for n in set(IDENT.findall(text[t.start : t.end]))
+    )
 
 
 def levenshtein(a: str, b: str) -> int:
@@ -240,6 +266,11 @@ def main() -> None:
     p.add_argument("--files", type=int, default=3, help="how many files the targets come from")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prefix-lines", type=int, default=80, help="lines of the file before the cursor in the tail")
+    p.add_argument(
+        "--cross-file",
+        action="store_true",
+        help="only targets that use a name another file defines and the FIM tail does not show",
+    )
     p.add_argument("--modes", default="workspace,file,prefix", help="which contexts to compare (comma-separated)")
     p.add_argument("--model", help="a GGUF file (default: the embedded model)")
     p.add_argument("--json", default="bench/results/quality.json")
@@ -258,9 +289,19 @@ def main() -> None:
     full.scan()
     rng = random.Random(args.seed)
     candidates = sorted(p for p in full.files if p.endswith(".py") and full.files[p].text.count("\n") > 40)
+    keep: dict[str, Callable[[Target], bool]] = {}
+    if args.cross_file:
+        names = {p: defined_names(full.files[p].text) for p in full.files if p.endswith(".py")}
+        for f in candidates:
+            others = set().union(*(v for k, v in names.items() if k != f))
+            text = full.files[f].text
+            keep[f] = lambda t, text=text, own=names[f], others=others: needs_other_files(  # type: ignore[misc]
+                t, text, own, others, args.prefix_lines
+            )
+        candidates = [f for f in candidates if find_targets(f, full.files[f].text, random.Random(0), 1, keep[f])]
     files = rng.sample(candidates, min(args.files, len(candidates)))
     per_kind = max(1, args.targets // (3 * len(files)))
-    targets = [t for f in sorted(files) for t in find_targets(f, full.files[f].text, rng, per_kind)]
+    targets = [t for f in sorted(files) for t in find_targets(f, full.files[f].text, rng, per_kind, keep.get(f))]
     print(f"{len(full.files)} files in {root.name}; {len(targets)} targets from {', '.join(sorted(files))}")
 
     def workspace() -> Workspace:
@@ -360,6 +401,7 @@ def main() -> None:
     }
     data = {
         "source": args.source,
+        "cross_file": args.cross_file,
         "files": sorted(files),
         "targets": len(results),
         "prefix_lines": args.prefix_lines,
