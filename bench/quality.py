@@ -28,6 +28,7 @@ nobody here wrote).
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import random
@@ -63,6 +64,14 @@ class Target:
     def cursor(self, text: str) -> tuple[int, int]:
         before = text[: self.start]
         return before.count("\n"), self.start - (before.rfind("\n") + 1)
+
+    def surroundings(self, masked: str, max_lines: int) -> tuple[postprocess.Decision, str, str]:
+        """What post-processing needs: the completion decision, the line before the cursor, all after it."""
+        line, col = self.cursor(masked)
+        parsed = syntax.parse_text("python", masked) if self.path.endswith(".py") else None
+        lines = masked.split("\n")
+        after = "\n".join([lines[line][col:], *lines[line + 1 :]])
+        return postprocess.decide(parsed, masked, line, col, max_lines), lines[line][:col], after
 
 
 def _line_starts(text: str) -> list[int]:
@@ -160,8 +169,8 @@ def repeats_suffix(completion: str, after: str) -> bool:
     """The completion re-types code already after the cursor: the rest of its line, or the next lines.
 
     A generated line equal to the next line counts when it is what the model ends on, when the
-    model goes on with the line after it too, or when it is long enough (12 characters) not to be a
-    coincidence; a `try:` or `else:` of the model's own followed by other code does not.
+    model goes on with the line after it too, or when it is long enough (postprocess.DISTINCT_LINE)
+    not to be a coincidence; a `try:` or `else:` of the model's own followed by other code does not.
     """
     rest, _, below = after.partition("\n")
     if rest.strip() and completion.rstrip().endswith(rest.strip()):
@@ -172,7 +181,7 @@ def repeats_suffix(completion: str, after: str) -> bool:
         if not nxt or len(nxt[0]) < 3 or gen[i].strip() != nxt[0]:
             continue
         following = next((g.strip() for g in gen[i + 1 :] if g.strip()), None)
-        if following is None or len(nxt[0]) >= 12 or nxt[1:] == [following]:
+        if following is None or len(nxt[0]) >= postprocess.DISTINCT_LINE or nxt[1:] == [following]:
             return True
     return False
 
@@ -198,10 +207,7 @@ class Mode:
 
     def complete(self, t: Target, masked: str, max_tokens: int) -> dict[str, Any]:
         line, col = t.cursor(masked)
-        parsed = syntax.parse_text("python", masked) if t.path.endswith(".py") else None
-        decision = postprocess.decide(parsed, masked, line, col, self.cfg.max_lines)
-        lines = masked.split("\n")
-        after = "\n".join([lines[line][col:], *lines[line + 1 :]]) if self.suffix else ""
+        decision, before, after = t.surroundings(masked, self.cfg.max_lines)
         text = masked if self.suffix else masked[: t.start]
         self.wc.sync()
         tail = self.wc.fim_tail(t.path, text, line, col)
@@ -211,11 +217,11 @@ class Mode:
         t0 = time.perf_counter()
         run_generation(self.wc, g)
         raw = g.stream.text
-        cleaned = postprocess.clean(raw, lines[line][:col], after, decision)
+        cleaned = postprocess.clean(raw, before, after if self.suffix else "", decision)
         return {
             "raw": raw,
             "text": cleaned,
-            "after": "\n".join([lines[line][col:], *lines[line + 1 :]]),
+            "after": after,
             "seconds": time.perf_counter() - t0,
             **g.metrics(),
         }
@@ -232,15 +238,10 @@ def replay(path: Path, source: Path) -> None:
             line_start = sum(len(x) + 1 for x in text.split("\n")[: r["line"] - 1])
             start = text.index(r["expected"], line_start)
         t = Target(r["path"], r["kind"], start, start + len(r["expected"]))
-        masked = t.masked(text)
-        line, col = t.cursor(masked)
-        lines = masked.split("\n")
-        parsed = syntax.parse_text("python", masked) if t.path.endswith(".py") else None
-        decision = postprocess.decide(parsed, masked, line, col, 10)
-        after = "\n".join([lines[line][col:], *lines[line + 1 :]])
+        decision, before, after = t.surroundings(t.masked(text), 10)
         for mode in [m for m in ("workspace", "file", "prefix") if m in r]:
             raw = r[mode]["raw"]
-            cleaned = postprocess.clean(raw, lines[line][:col], after if mode != "prefix" else "", decision)
+            cleaned = postprocess.clean(raw, before, after if mode != "prefix" else "", decision)
             acc = totals.setdefault(mode, {"exact": 0, "exact_raw": 0, "repeats_raw": 0, "repeats": 0, "lowered": 0})
             exact, exact_raw = norm(cleaned) == norm(r["expected"]), norm(raw) == norm(r["expected"])
             acc["exact"] += exact
@@ -295,8 +296,8 @@ def main() -> None:
         for f in candidates:
             others = set().union(*(v for k, v in names.items() if k != f))
             text = full.files[f].text
-            keep[f] = lambda t, text=text, own=names[f], others=others: needs_other_files(  # type: ignore[misc]
-                t, text, own, others, args.prefix_lines
+            keep[f] = functools.partial(
+                needs_other_files, text=text, own=names[f], others=others, prefix_lines=args.prefix_lines
             )
         candidates = [f for f in candidates if find_targets(f, full.files[f].text, random.Random(0), 1, keep[f])]
     files = rng.sample(candidates, min(args.files, len(candidates)))
@@ -324,16 +325,16 @@ def main() -> None:
     modes = [makers[name]() for name in args.modes.split(",")]
     # Smallest file first: putting a file back re-prefills it and every file put back before it.
     order = sorted(files, key=lambda f: (len(full.files[f].text), f))
-    for m in modes:  # the files with targets are the newest, the first to be worked on last in the prefix
-        if m.name != "file":
-            for f in reversed(order):
-                m.edit(f, full.files[f].text)
+    prefixed = [m for m in modes if m.name != "file"]  # the modes with the workspace in their prefix
+    for m in prefixed:  # the files with targets are the newest, the first to be worked on last in the prefix
+        for f in reversed(order):
+            m.edit(f, full.files[f].text)
     t0 = time.perf_counter()
     results: list[dict[str, Any]] = []
     for f in order:
-        for m in modes:  # the file being edited is in the FIM tail, not the prefix
-            if m.name != "file":
-                m.edit(f, None)
+        for m in prefixed:  # the file being edited is in the FIM tail, not the prefix
+            m.edit(f, None)
+        for m in modes:
             print(f"{m.name}: prefill {len(m.wc.plan().ids)} tokens: ", end="", flush=True)
             t1 = time.perf_counter()
             m.wc.sync()
@@ -367,9 +368,8 @@ def main() -> None:
                 + f" ({sum(row[m.name]['seconds'] for m in modes):.0f}s)",
                 flush=True,
             )
-        for m in modes:  # done with this file: back in the prefix, as the newest
-            if m.name != "file":
-                m.edit(f, full.files[f].text)
+        for m in prefixed:  # done with this file: back in the prefix, as the newest
+            m.edit(f, full.files[f].text)
     rows = []
     summary: dict[str, Any] = {}
     for m in modes:
