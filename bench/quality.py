@@ -231,6 +231,8 @@ def replay(path: Path, source: Path) -> None:
     """Post-process the raw completions of an earlier run again: for changes to the rules, without the model."""
     data = json.loads(path.read_text())
     totals: dict[str, dict[str, float]] = {}
+    names = {str(f.relative_to(source)): defined_names(f.read_text()) for f in source.rglob("*.py")}
+    cross = 0
     for r in data["results"]:
         text = (source / r["path"]).read_text()
         start = r.get("start")
@@ -238,6 +240,8 @@ def replay(path: Path, source: Path) -> None:
             line_start = sum(len(x) + 1 for x in text.split("\n")[: r["line"] - 1])
             start = text.index(r["expected"], line_start)
         t = Target(r["path"], r["kind"], start, start + len(r["expected"]))
+        others = set().union(*(v for k, v in names.items() if k != t.path))
+        cross += needs_other_files(t, text, names.get(t.path, set()), others, data["prefix_lines"])
         decision, before, after = t.surroundings(t.masked(text), 10)
         for mode in [m for m in ("workspace", "file", "prefix") if m in r]:
             raw = r[mode]["raw"]
@@ -251,6 +255,7 @@ def replay(path: Path, source: Path) -> None:
             acc["repeats"] += repeats_suffix(cleaned, after)
     n = len(data["results"])
     print(f"replay of {path} ({n} targets) with today's post-processing:")
+    print(f"  {cross} of them use a name only another file defines and the FIM tail does not show")
     for mode, a in totals.items():
         print(
             f"  {mode:9} exact {100 * a['exact'] / n:.1f}% (raw {100 * a['exact_raw'] / n:.1f}%), "
