@@ -152,8 +152,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     level = logging.DEBUG if os.environ.get("BANKED_DEBUG") else logging.INFO
     handlers: list[logging.Handler] = [logging.StreamHandler()]
     if sys.stderr.isatty() or args.log_file:
-        paths.log_dir().mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(paths.log_dir() / "daemon.log"))
+        handlers.append(logging.FileHandler(paths.private_file(paths.log_dir() / "daemon.log")))
     logging.basicConfig(level=level, handlers=handlers, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         c = Client.connect()
@@ -170,7 +169,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except AlreadyRunning as exc:
         err.print(str(exc))
         return 1
-    except (EngineError, model_store.ModelError, config.ConfigError) as exc:
+    except (EngineError, model_store.ModelError, config.ConfigError, paths.SocketPathError) as exc:
         err.print(f"[red]banked serve:[/] {exc}")
         return 1
     return 0

@@ -110,8 +110,7 @@ def wait_for_exit(timeout: float = 120.0) -> bool:
 
 def start_daemon(log_file: Path | None = None) -> subprocess.Popen[bytes]:
     """Start `banked serve` detached from this terminal; its output goes to the log dir."""
-    log_file = log_file or paths.log_dir() / "daemon.log"
-    log_file.parent.mkdir(parents=True, exist_ok=True)
+    log_file = paths.private_file(log_file or paths.log_dir() / "daemon.log")
     with log_file.open("ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "banked.daemon", "serve"],

@@ -47,6 +47,9 @@ class Config:
     include_secrets: bool = False
     validate_refactors: bool = True  # a rewrite must parse (tree-sitter) before it is offered
     max_files: int = 20000
+    max_watches: int = 10000  # directories watched for changes (inotify), at most
+    extra_secrets: list[str] = field(default_factory=list)  # more deny-list patterns (gitignore syntax)
+    max_buffer_bytes: int = 4 * 1024 * 1024  # a buffer larger than this is not completed in
     # Background behaviour.
     debounce_s: float = 0.3
     compact_idle_s: float = 1.5

@@ -8,6 +8,7 @@ share state by accident.
 from __future__ import annotations
 
 import os
+import stat
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -72,7 +73,60 @@ def state_file() -> Path:
 
 
 def private_dir(path: Path) -> Path:
-    """Create `path` readable by this user only; the socket's privacy rests on it."""
-    path.mkdir(parents=True, exist_ok=True)
+    """Create `path` (banked's own directory) readable by this user only; privacy rests on it."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(path, 0o700)
     return path
+
+
+def private_file(path: Path) -> Path:
+    """Make sure `path` exists and only this user can read it (logs and state name the user's files)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    return path
+
+
+class SocketPathError(RuntimeError):
+    """The socket's location is unsafe or taken; the message says what to change."""
+
+
+def prepare_socket_dir(sock: Path) -> None:
+    """Make the socket's directory ready without touching what is not banked's.
+
+    A missing directory is created 0700 (it is then ours). banked's own runtime directory is
+    kept 0700. Any other existing directory (BANKED_SOCKET=/tmp/x.sock) is left as it is, but
+    must belong to this user or be sticky like /tmp; the socket itself is always 0600.
+    """
+    parent = sock.parent
+    if not parent.exists():
+        private_dir(parent)
+        return
+    st = os.stat(parent)
+    if not stat.S_ISDIR(st.st_mode):
+        raise SocketPathError(f"{parent} is not a directory; set BANKED_SOCKET to a path in a directory")
+    mine = st.st_uid == os.getuid()
+    if not mine and not st.st_mode & stat.S_ISVTX:
+        raise SocketPathError(
+            f"{parent} belongs to uid {st.st_uid}, not to you; set BANKED_RUNTIME_DIR or BANKED_SOCKET to a "
+            "directory you own"
+        )
+    if mine and parent == runtime_dir():
+        os.chmod(parent, 0o700)
+
+
+def remove_stale_socket(sock: Path) -> bool:
+    """Remove a socket left by a dead daemon; anything else at that path is never deleted."""
+    try:
+        st = os.lstat(sock)
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISSOCK(st.st_mode):
+        raise SocketPathError(f"{sock} exists and is not a socket; remove it yourself or choose another BANKED_SOCKET")
+    if st.st_uid != os.getuid():
+        raise SocketPathError(f"{sock} is a socket of uid {st.st_uid}; choose another BANKED_SOCKET")
+    sock.unlink()
+    return True

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,4 +74,14 @@ def parse(obj: Any) -> Message:
         return Message(RESPONSE, obj[1], None, None, error=obj[2], result=obj[3])
     if kind == NOTIFICATION and len(obj) == 3 and isinstance(obj[1], str):
         return Message(NOTIFICATION, None, obj[1], obj[2])
-    raise ProtocolError(f"not a msgpack-RPC message: {str(obj)[:80]}")
+    raise ProtocolError(f"not a msgpack-RPC message: {describe(obj)}")
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlist, _SHORT.maxdict = 3, 40, 40, 4, 4
+
+
+def describe(obj: object) -> str:
+    """A short, safe description for logs and errors: bounded in depth and length (a deeply nested
+    frame must not make building an error message recurse)."""
+    return _SHORT.repr(obj)[:120]

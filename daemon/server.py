@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import itertools
 import logging
 import os
 import signal
@@ -36,14 +37,34 @@ def peer_uid(sock: socket.socket) -> int:
     return int(struct.unpack("3i", creds)[1])
 
 
+class BufferBudget:
+    """Bytes buffered in unfinished frames, across all connections: many slow senders of big frames must
+    not exhaust memory any more than one can (each is also capped at rpc.MAX_FRAME)."""
+
+    def __init__(self, limit: int = 4 * rpc.MAX_FRAME):
+        self.limit = limit
+        self.used = 0
+
+
+_conn_ids = itertools.count(1)
+
+
 class Connection:
-    def __init__(self, daemon: Daemon, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+    def __init__(
+        self,
+        daemon: Daemon,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        budget: BufferBudget | None = None,
+    ):
         self.d = daemon
         self.reader = reader
         self.writer = writer
+        self.budget = budget or BufferBudget()
         self.calls: dict[int, Call] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.closed = False
+        self.id = next(_conn_ids)
 
     def send(self, data: bytes) -> None:
         if not self.closed and not self.writer.is_closing():
@@ -54,6 +75,8 @@ class Connection:
 
     async def serve(self) -> None:
         unpacker = rpc.unpacker()
+        fed = 0
+        held = 0  # this connection's share of the budget: bytes fed but not yet unpacked
         try:
             while True:
                 data = await self.reader.read(65536)
@@ -61,35 +84,45 @@ class Connection:
                     break
                 try:
                     unpacker.feed(data)
+                    fed += len(data)
                     for obj in unpacker:
                         self.dispatch(rpc.parse(obj))
                 except msgpack.BufferFull:
                     log.warning("closing a connection: frame larger than %d bytes", rpc.MAX_FRAME)
                     break
-                except (rpc.ProtocolError, msgpack.UnpackException, ValueError) as exc:
-                    log.warning("closing a connection: malformed frame (%s)", exc)
+                except (rpc.ProtocolError, msgpack.UnpackException, ValueError, TypeError, RecursionError) as exc:
+                    log.warning("closing a connection: malformed frame (%s)", rpc.describe(exc))
+                    break
+                pending = fed - unpacker.tell()
+                self.budget.used += pending - held
+                held = pending
+                if pending and self.budget.used > self.budget.limit:
+                    log.warning("closing a connection: %d bytes buffered across all clients", self.budget.used)
                     break
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
+            self.budget.used -= held
             self.closed = True
             for call in self.calls.values():
                 call.cancel()
+            self.d.connection_closed(self.id)
             with contextlib.suppress(Exception):
                 self.writer.close()
 
     def dispatch(self, msg: rpc.Message) -> None:
         if msg.kind == rpc.NOTIFICATION:
             if msg.method == "cancel" and isinstance(msg.params, dict):
-                call = self.calls.get(msg.params.get("id", -1))
+                target = msg.params.get("id")
+                call = self.calls.get(target) if isinstance(target, int) else None
                 if call:
                     call.cancel()
             elif msg.method == "overlay":
-                self.spawn(self.run(Call(-1, self.notify), "overlay", msg.params, reply=False))
+                self.spawn(self.run(Call(-1, self.notify, self.id), "overlay", msg.params, reply=False))
             return
         if msg.kind == rpc.REQUEST:
             assert msg.id is not None and msg.method is not None
-            call = Call(msg.id, self.notify)
+            call = Call(msg.id, self.notify, self.id)
             self.calls[msg.id] = call
             self.spawn(self.run(call, msg.method, msg.params))
 
@@ -130,7 +163,8 @@ class Connection:
 
 def acquire_lock(sock_path: Path) -> IO[str]:
     """Hold an exclusive lock for the daemon's lifetime: a second daemon is refused."""
-    lock = open(paths.lock_file(sock_path), "a+")  # noqa: SIM115 (held until exit)
+    fd = os.open(paths.lock_file(sock_path), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    lock = os.fdopen(fd, "r+")  # held until exit
     try:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError as exc:
@@ -166,19 +200,40 @@ def inherited_socket() -> socket.socket | None:
     return sock
 
 
+ORPHAN_CHECK_S = 2.0
+
+
+async def watch_socket(sock_path: Path, stop: asyncio.Event) -> None:
+    """Exit as an orphan when our socket file is gone or replaced (its runtime dir was deleted, say):
+    no client can reach this daemon any more, and it must not go on holding a model and prefilling."""
+    try:
+        ino = os.stat(sock_path).st_ino
+    except OSError:
+        return
+    while not stop.is_set():
+        await asyncio.sleep(ORPHAN_CHECK_S)
+        try:
+            gone = os.stat(sock_path).st_ino != ino
+        except OSError:
+            gone = True
+        if gone:
+            log.warning("the socket %s is gone; no client can reach this daemon, exiting", sock_path)
+            stop.set()
+
+
 async def serve(daemon: Daemon, sock_path: Path | None = None) -> None:
     sock_path = sock_path or paths.socket_path()
-    paths.private_dir(sock_path.parent)
+    paths.prepare_socket_dir(sock_path)
     lock = acquire_lock(sock_path)
     inherited = inherited_socket()
     if inherited is not None:
         sock_path = Path(inherited.getsockname())
         log.info("socket activation: serving the socket systemd holds (%s)", sock_path)
-    elif sock_path.exists() or sock_path.is_symlink():
-        log.info("removing the stale socket %s", sock_path)
-        sock_path.unlink()
+    elif paths.remove_stale_socket(sock_path):
+        log.info("removed the stale socket %s", sock_path)
     my_uid = os.getuid()
     conns: set[Connection] = set()
+    budget = BufferBudget()
 
     async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         sock = writer.get_extra_info("socket")
@@ -187,7 +242,7 @@ async def serve(daemon: Daemon, sock_path: Path | None = None) -> None:
             log.warning("refused a connection from uid %d", uid)
             writer.close()
             return
-        conn = Connection(daemon, reader, writer)
+        conn = Connection(daemon, reader, writer, budget)
         conns.add(conn)
         try:
             await conn.serve()
@@ -208,6 +263,8 @@ async def serve(daemon: Daemon, sock_path: Path | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await daemon.start()
+    ours = os.stat(sock_path).st_ino
+    orphan = asyncio.ensure_future(watch_socket(sock_path, stop))
     log.info(
         "banked daemon %d serving on %s (%s, %s)",
         os.getpid(),
@@ -220,11 +277,13 @@ async def serve(daemon: Daemon, sock_path: Path | None = None) -> None:
             await stop.wait()
     finally:
         log.info("shutting down")
+        orphan.cancel()
         server.close()
         for c in list(conns):
             c.writer.close()
         await daemon.shutdown()
         if inherited is None:  # systemd's socket stays: the next connection starts a daemon again
-            with contextlib.suppress(FileNotFoundError):
-                sock_path.unlink()
+            with contextlib.suppress(OSError, paths.SocketPathError):
+                if os.lstat(sock_path).st_ino == ours:  # never another daemon's socket
+                    paths.remove_stale_socket(sock_path)
         lock.close()

@@ -27,7 +27,7 @@ from .engines.base import Engine, EngineError, TextStream
 from .scheduler import YIELD, Cancelled, Job, Priority, Scheduler
 from .templates import template_for
 from .watcher import Watcher
-from .workspace import Rules, Workspace
+from .workspace import Rules, Unreadable, Workspace
 from .wscache import TAIL_RESERVE, Generation, WorkspaceCache, common_prefix, run_generation
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ class Call:
 
     id: int
     notify: Notify
+    owner: int = 0  # the connection it came on (overlays belong to it)
     jobs: list[Job] = field(default_factory=list)
     cancelled: bool = False
 
@@ -68,8 +69,10 @@ class Entry:
     watcher: Watcher | None = None
     dirty: bool = False  # cache changed since the last snapshot
     prefilled: int = 0  # workspace tokens prefilled by background syncs, ever
+    overlay_owners: dict[str, int] = field(default_factory=dict)  # path -> the connection that sent it
     sync_job: Job | None = None
     snapshot_saved: float | None = None
+    scan_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def _param(params: Any, name: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
@@ -83,6 +86,17 @@ def _param(params: Any, name: str, kind: type | tuple[type, ...], default: Any =
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
         raise UserError(f"parameter {name!r} has the wrong type ({type(value).__name__})")
     return value
+
+
+def refuse_broad_root(root: Path) -> None:
+    """The file system root and the home directory are never a workspace by accident."""
+    home = Path.home().resolve()
+    if root == Path(root.anchor) or root == home:
+        what = "the file system root" if root == Path(root.anchor) else "your home directory"
+        raise UserError(
+            f"{root} is {what}: banked would read every file under it; warm a project folder instead "
+            "(or pass --force if you mean it)"
+        )
 
 
 def find_git_root(path: Path) -> Path | None:
@@ -129,7 +143,9 @@ class Daemon:
         self._lock = threading.RLock()  # guards workspaces' file tables against the watcher
         self.known: dict[str, float] = self._load_known()
         self.parses = syntax.ParseCache()  # syntax trees of the buffers completions are asked for
-        self.rules = Rules(cfg.max_file_bytes, list(cfg.extra_excludes), cfg.include_secrets, cfg.max_files)
+        self.rules = Rules(
+            cfg.max_file_bytes, list(cfg.extra_excludes), cfg.include_secrets, cfg.max_files, list(cfg.extra_secrets)
+        )
 
     # -- known roots, remembered across restarts -------------------------------------------
 
@@ -143,21 +159,30 @@ class Daemon:
     def _remember(self, root: Path) -> None:
         self.known[str(root)] = time.time()
         f = paths.state_file()
-        f.parent.mkdir(parents=True, exist_ok=True)
-        tmp = f.with_suffix(".tmp")
+        tmp = paths.private_file(f.with_suffix(".tmp"))  # it names the user's projects: 0600
         tmp.write_text(json.dumps({"roots": self.known}))
         os.replace(tmp, f)
 
     def root_for(self, file: Path, workspace: str | None) -> Path:
+        """The workspace a file belongs to: the one asked for, else the nearest root warmed before, else its
+        git repository. Never a folder that is none of these: that would silently read a whole tree."""
         if workspace:
-            return Path(workspace).resolve()
+            if not Path(workspace).expanduser().is_absolute():
+                raise UserError("workspace must be an absolute path")
+            return Path(workspace).expanduser().resolve()
         file = file.resolve()
         best: Path | None = None
         for r in self.known:
             rp = Path(r)
             if file.is_relative_to(rp) and (best is None or len(rp.parts) > len(best.parts)):
                 best = rp
-        return best or find_git_root(file.parent) or file.parent
+        found = best or find_git_root(file.parent)
+        if found is None:
+            raise UserError(
+                f"{file} is in no workspace banked knows and in no git repository; warm its project first "
+                "(`banked warm DIR`) or name it with --workspace DIR"
+            )
+        return found
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -187,28 +212,42 @@ class Daemon:
 
     # -- workspaces ------------------------------------------------------------------------
 
-    async def register(self, root: Path) -> Entry:
+    async def register(self, root: Path, force: bool = False) -> Entry:
         root = root.resolve()
         if not root.is_dir():
             raise UserError(f"{root} is not a directory")
         entry = self.entries.get(root)
+        if entry is None and not force and str(root) not in self.known:
+            refuse_broad_root(root)
         if entry is None:
             ws = Workspace(root, self.rules)
             entry = Entry(WorkspaceCache(ws, self.engine, self.tpl, self.cfg))
             self.entries[root] = entry
             await asyncio.to_thread(self._scan, entry)
-            entry.watcher = Watcher(root, lambda p, full: self._on_fs(root, p, full), self.cfg.debounce_s)
-            entry.watcher.start()
+            entry.watcher = Watcher(
+                root,
+                lambda p, full: self._on_fs(root, p, full),
+                self.cfg.debounce_s,
+                watch_dir=lambda rel: not ws.ignored(rel, is_dir=True),
+                max_watches=self.cfg.max_watches,
+            )
+            await asyncio.to_thread(entry.watcher.start)  # walks the tree
         if time.time() - self.known.get(str(root), 0.0) > 60:  # not a disk write per keystroke
             self._remember(root)
         return entry
 
     def _scan(self, entry: Entry, rels: set[str] | None = None) -> set[str]:
-        """Re-read `rels` (all files if None) and drop the plan if anything changed."""
-        with self._lock:
-            changed = entry.wc.ws.scan() if rels is None else entry.wc.ws.refresh(rels)
-            if changed:
-                entry.wc.invalidate()
+        """Re-read `rels` (all files if None) and drop the plan if anything changed.
+
+        The disk is read outside the workspace lock (a slow or special file never holds it); the
+        scan lock keeps two readers of one workspace from applying their results out of order.
+        """
+        with entry.scan_lock:
+            changes = entry.wc.ws.read_changes(rels)
+            with self._lock:
+                changed = entry.wc.ws.apply(changes)
+                if changed:
+                    entry.wc.invalidate()
             return changed
 
     def _on_fs(self, root: Path, rels: set[str], full: bool) -> None:
@@ -219,6 +258,9 @@ class Daemon:
         changed = self._scan(entry, None if full else rels)
         if changed and self.loop is not None:
             log.info("%s: %d files changed on disk%s", root, len(changed), " (rescanned)" if full else "")
+            stale = [rel for rel in changed if rel in entry.overlay_owners]
+            if stale:  # the disk moved on after the buffer was sent: the disk wins
+                self.loop.call_soon_threadsafe(self._drop_overlays, root, entry, stale)
             self.loop.call_soon_threadsafe(self.schedule_sync, root, entry)
 
     def _activate(self, root: Path) -> None:
@@ -226,12 +268,9 @@ class Daemon:
         if self.active == root:
             return
         self._save_active()
-        entry = self.entries[root]
-        restored = snapshot.load(self.engine, root)
-        if restored is None:
+        self.entries[root]
+        if snapshot.load(self.engine, root) is None:
             self.engine.truncate(0)
-        else:
-            entry.wc.seed_tokens(restored.ids, restored.segments)
         self.active = root
 
     def _save_active(self) -> None:
@@ -243,13 +282,20 @@ class Daemon:
             return
         try:
             with self._lock:
-                segments = entry.wc.plan().segments
+                ids = entry.wc.plan().ids
             t = time.perf_counter()
-            d = snapshot.save(self.engine, root, segments)
+            d = snapshot.save(self.engine, root, ids)
             entry.dirty = False
+            if d is None:
+                return
             entry.snapshot_saved = time.time()
             log.info(
-                "snapshot of %s: %d tokens in %.2fs -> %s", root, len(self.engine.cached), time.perf_counter() - t, d
+                "snapshot of %s: %d of the plan's %d tokens in %.2fs -> %s",
+                root,
+                len(self.engine.cached),
+                len(ids),
+                time.perf_counter() - t,
+                d,
             )
         except (OSError, EngineError) as exc:
             # A full disk must not take the daemon down: the previous snapshot stays valid.
@@ -313,6 +359,8 @@ class Daemon:
     # -- helpers for requests ---------------------------------------------------------------
 
     async def _run(self, call: Call, priority: Priority, fn: Callable[[Job], Any], name: str) -> Any:
+        if call.cancelled:  # cancelled (or its client gone) before its job existed
+            raise UserError("cancelled")
         job = self.sched.submit(priority, fn, name)
         call.jobs.append(job)
         try:
@@ -328,33 +376,39 @@ class Daemon:
         path = Path(_param(params, "path", str)).expanduser()
         if not path.is_absolute():
             raise UserError("path must be absolute")
-        if not path.is_file() and _param(params, "text", str, None) is None:
-            raise UserError(f"{path} does not exist (pass its text to complete an unsaved buffer)")
+        if path.is_dir():
+            raise UserError(f"{path} is a directory, not a file")
+        if path.exists() and not path.is_file():
+            raise UserError(f"{path} is not a regular file (a pipe, a socket or a device)")
+        if not path.exists() and _param(params, "text", str, None) is None:
+            raise UserError(f"{path} does not exist")
         root = self.root_for(path, _param(params, "workspace", str, None))
         entry = await self.register(root)
-        rel = entry.wc.ws.relative(path.resolve())
+        ws = entry.wc.ws
+        rel = ws.relative(path.resolve())
         if rel is None:
             raise UserError(f"{path} is outside the workspace {root}")
+        if ws.is_secret(rel):
+            raise UserError(f"{rel} is on banked's deny list of credential files: it is never read into a prompt")
         return path, entry, rel
 
-    def _text(self, entry: Entry, path: Path, rel: str, params: Any) -> str:
-        text = _param(params, "text", str, None)
-        if text is not None:
-            return str(text)
-        with self._lock:
-            live = entry.wc.overlays.get(rel)
-        if live is not None:
-            return live
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError as exc:
-            raise UserError(f"{path} does not exist") from exc
-        if b"\0" in data:
-            raise UserError(f"{path} is a binary file")
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise UserError(f"{path} is not UTF-8 text") from exc
+    async def _text(self, entry: Entry, path: Path, rel: str, params: Any) -> str:
+        """The buffer's text: as sent, else the unsaved overlay, else the file (read off the event loop)."""
+        sent: str | None = _param(params, "text", str, None)
+        text = sent if sent is not None else entry.wc.overlays.get(rel)
+        if text is None:
+            try:
+                text = (await asyncio.to_thread(entry.wc.ws.load, rel, self.cfg.max_buffer_bytes))[0]
+            except FileNotFoundError as exc:
+                raise UserError(f"{path} does not exist") from exc
+            except Unreadable as exc:
+                raise UserError(f"{path}: {exc}") from exc
+        if len(text) > self.cfg.max_buffer_bytes:
+            raise UserError(
+                f"{path} is {len(text) / 2**20:.1f} MiB; banked works in buffers up to "
+                f"{self.cfg.max_buffer_bytes / 2**20:.1f} MiB (config max_buffer_bytes)"
+            )
+        return text
 
     def _step(self, job: Job, entry: Entry, root: Path, g: Generation) -> Any:
         """Worker thread: advance a generation; YIELD lets a more urgent job run first."""
@@ -393,6 +447,9 @@ class Daemon:
                     "synced_tokens": synced,  # of `tokens`, how many the cache holds now
                     "dropped": len(plan.dropped) if plan else None,
                     "overlays": len(e.wc.overlays),
+                    "watches": e.watcher.watches if e.watcher else 0,
+                    "watch_limited": e.watcher.limited if e.watcher else None,
+                    "watch_overflows": e.watcher.overflows if e.watcher else 0,
                     "snapshot": str(snapshot.snapshot_dir(root)),
                     "snapshot_saved": e.snapshot_saved,
                 }
@@ -416,8 +473,10 @@ class Daemon:
 
     async def m_warm(self, call: Call, params: Any) -> Any:
         t0 = time.perf_counter()
-        root = Path(_param(params, "root", str)).expanduser().resolve()
-        entry = await self.register(root)
+        root = Path(_param(params, "root", str)).expanduser()
+        if not root.is_absolute():
+            raise UserError("root must be an absolute path")
+        entry = await self.register(root.resolve(), force=_param(params, "force", bool, False))
         before = entry.prefilled  # counts a sync the watcher started for us, too
         await asyncio.to_thread(self._scan, entry)
         job = self.schedule_sync(root, entry, call)
@@ -435,6 +494,7 @@ class Daemon:
             "dropped": plan.dropped,
             "prefilled_tokens": entry.prefilled - before,
             "seconds": round(time.perf_counter() - t0, 3),
+            "warnings": [w for w in (entry.watcher.limited if entry.watcher else None,) if w],
         }
 
     async def m_overlay(self, call: Call, params: Any) -> Any:
@@ -442,8 +502,29 @@ class Daemon:
         path, entry, rel = await self._file(params)
         with self._lock:
             entry.wc.set_overlay(rel, text)
+        if text is None:
+            entry.overlay_owners.pop(rel, None)
+        else:
+            entry.overlay_owners[rel] = call.owner
         self._later("compact", entry.wc.ws.root, self.cfg.compact_idle_s, self._compact_soon)
         return {"path": rel, "overlay": text is not None}
+
+    def connection_closed(self, owner: int) -> None:
+        """An editor went away: its unsaved buffers are nobody's any more, the files on disk are the truth."""
+        for root, entry in self.entries.items():
+            gone = [rel for rel, o in entry.overlay_owners.items() if o == owner]
+            if gone:
+                self._drop_overlays(root, entry, gone)
+
+    def _drop_overlays(self, root: Path, entry: Entry, rels: list[str]) -> None:
+        with self._lock:
+            for rel in rels:
+                entry.wc.set_overlay(rel, None)
+        for rel in rels:
+            entry.overlay_owners.pop(rel, None)
+        log.info("%s: dropped %d unsaved buffers (their editor closed, or the file changed on disk)", root, len(rels))
+        if self.loop is not None:
+            self._later("compact", root, self.cfg.compact_idle_s, self._compact_soon)
 
     async def m_complete(self, call: Call, params: Any) -> Any:
         t0 = time.perf_counter()
@@ -455,13 +536,18 @@ class Daemon:
         max_lines_param = _param(params, "max_lines", int, None)
         path, entry, rel = await self._file(params)
         root = entry.wc.ws.root
-        text = self._text(entry, path, rel, params)
+        text = await self._text(entry, path, rel, params)
         lines = text.split("\n")
         line = min(line, len(lines) - 1)
         col = min(col, len(lines[line]))
-        # One line mid-line, in an argument list, string or comment; a block after an opener or on an empty line.
-        parsed = await asyncio.to_thread(self.parses.parse, f"{root}/{rel}", text)
-        decision = postprocess.decide(parsed, text, line, col, self.cfg.max_lines)
+
+        def shape() -> postprocess.Decision:
+            """One line mid-line, in an argument list, string or comment; a block after an opener or on an
+            empty line. Parsing is CPU work: never on the event loop."""
+            parsed = self.parses.parse(f"{root}/{rel}", text)
+            return postprocess.decide(parsed, text, line, col, self.cfg.max_lines)
+
+        decision = await asyncio.to_thread(shape)
         max_lines = decision.max_lines if max_lines_param is None else max_lines_param
         with self._lock:
             entry.wc.touch(rel)
@@ -516,10 +602,10 @@ class Daemon:
         max_tokens = _param(params, "max_tokens", int, self.cfg.chat_max_tokens)
         path, entry, rel = await self._file(params)
         root = entry.wc.ws.root
-        text = self._text(entry, path, rel, params)
+        text = await self._text(entry, path, rel, params)
         lines = text.splitlines(keepends=True)
         if start_param is None and end_param is None and cursor is not None:
-            start, end = self._target(root, rel, text, cursor)
+            start, end = await asyncio.to_thread(self._target, root, rel, text, cursor)
         else:
             start = 1 if start_param is None else start_param
             end = len(lines) if end_param is None else end_param
@@ -604,7 +690,9 @@ class Daemon:
         for attempt in (1, 2):  # one retry, told why
             g, meta, text = await self._chat(call, params, prompt)
             replacement = reindent(meta["original"], extract_code(g.stream.text))
-            errors = self._rewrite_errors(meta["path"], text, meta["start_line"], meta["end_line"], replacement)
+            errors = await asyncio.to_thread(
+                self._rewrite_errors, meta["path"], text, meta["start_line"], meta["end_line"], replacement
+            )
             if not errors:
                 break
             if attempt == 2:

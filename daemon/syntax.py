@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -136,36 +137,52 @@ class Parsed:
         return bool(self.tree.root_node.has_error)
 
 
-class ParseCache:
-    """One tree per path; a changed text is parsed incrementally from that path's previous tree."""
+MAX_PARSE_BYTES = 1 << 20  # a larger buffer is treated as plain text: no tree, no cost
 
-    def __init__(self) -> None:
-        self._trees: dict[str, Parsed] = {}
+
+class ParseCache:
+    """The trees of recent buffers, one per path; a changed text is parsed incrementally from that path's
+    previous tree. Bounded (least recently used first out), so a day of editing does not grow it."""
+
+    def __init__(self, max_entries: int = 32, max_bytes: int = 64 << 20) -> None:
+        self._trees: OrderedDict[str, Parsed] = OrderedDict()
         self._lock = threading.Lock()
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
 
     def parse(self, path: str, text: str) -> Parsed | None:
         language = language_of(path)
-        if language is None:
+        if language is None or len(text) > MAX_PARSE_BYTES:
             return None
         source = text.encode("utf-8", "surrogatepass")
+        if len(source) > MAX_PARSE_BYTES:
+            return None
         with self._lock:
             old = self._trees.get(path)
         if old is not None and old.source == source:
+            with self._lock:
+                if path in self._trees:
+                    self._trees.move_to_end(path)
             return old
         parser = parser_for(language)
         if old is not None and old.language == language:
-            _edit(old.tree, old.source, source)
-            tree = parser.parse(source, old.tree)
+            old_tree = old.tree.copy()  # the cached tree may be in use by another thread: edit a copy
+            _edit(old_tree, old.source, source)
+            tree = parser.parse(source, old_tree)
         else:
             tree = parser.parse(source)
         parsed = Parsed(language, source, tree)
         with self._lock:
             self._trees[path] = parsed
+            self._trees.move_to_end(path)
+            while len(self._trees) > self.max_entries or (
+                len(self._trees) > 1 and sum(len(t.source) for t in self._trees.values()) > self.max_bytes
+            ):
+                self._trees.popitem(last=False)
         return parsed
 
-    def forget(self, path: str) -> None:
-        with self._lock:
-            self._trees.pop(path, None)
+    def __len__(self) -> int:
+        return len(self._trees)
 
 
 def _point(source: bytes, offset: int) -> tuple[int, int]:
@@ -202,13 +219,15 @@ def _text(p: Parsed, node: Node) -> str:
     return p.source[node.start_byte : node.end_byte].decode("utf-8", "replace")
 
 
-def _walk(node: Node, types: set[str]) -> Iterator[Node]:
-    stack = [node]
+def _walk(node: Node, types: set[str]) -> Iterator[tuple[Node, Node | None]]:
+    """Nodes of the given types under `node`, in source order, each with its parent (Node.parent is a
+    walk from the root in tree-sitter, so it is never asked for in a loop)."""
+    stack: list[tuple[Node, Node | None]] = [(node, None)]
     while stack:
-        n = stack.pop()
+        n, parent = stack.pop()
         if n.type in types:
-            yield n
-        stack.extend(reversed(n.children))
+            yield n, parent
+        stack.extend((c, n) for c in reversed(n.children))
 
 
 def _name(p: Parsed, node: Node) -> str:
@@ -236,8 +255,8 @@ def symbols(p: Parsed) -> list[Symbol]:
     """Definitions in source order (a decorated definition once, with its decorators' lines)."""
     kinds = DEFINITIONS.get(p.language, set())
     out: list[Symbol] = []
-    for n in _walk(p.tree.root_node, kinds):
-        if n.type != "decorated_definition" and n.parent is not None and n.parent.type == "decorated_definition":
+    for n, parent in _walk(p.tree.root_node, kinds):
+        if n.type != "decorated_definition" and parent is not None and parent.type == "decorated_definition":
             continue
         if n.type in ("struct_specifier", "class_specifier") and n.child_by_field_name("body") is None:
             continue  # a use of a struct type, not its definition
@@ -250,7 +269,7 @@ def symbols(p: Parsed) -> list[Symbol]:
 def imports(p: Parsed) -> list[str]:
     """Imported module paths as written (`a.b`, `./x`, `"fmt"`, `crate::a`, `x.h`), in source order."""
     out: list[str] = []
-    for n in _walk(p.tree.root_node, IMPORTS.get(p.language, set())):
+    for n, _ in _walk(p.tree.root_node, IMPORTS.get(p.language, set())):
         if p.language == "python":
             mod = n.child_by_field_name("module_name")
             if mod is not None:
@@ -296,23 +315,26 @@ def _byte_offset(p: Parsed, line: int, col: int) -> int:
     return prefix + len(chars.encode("utf-8"))
 
 
-def _node_at_offset(p: Parsed, off: int) -> Node:
-    """The smallest node containing the cursor (the one ending right at it, when typing at its end)."""
-    node = p.tree.root_node.descendant_for_byte_range(max(off - 1, 0), off)
-    return node or p.tree.root_node
+def ancestors_of_range(p: Parsed, start: int, end: int) -> list[Node]:
+    """The nodes containing the byte range [start, end], innermost first.
 
-
-def ancestors(node: Node) -> Iterator[Node]:
-    n: Node | None = node
-    while n is not None:
-        yield n
-        n = n.parent
+    One descent from the root with a tree cursor: linear in the depth (asking each node for its
+    parent instead is quadratic, and a 40 KB expression is thousands of levels deep).
+    """
+    cursor = p.tree.walk()
+    path = [cursor.node]
+    while cursor.goto_first_child_for_byte(start) is not None:
+        node = cursor.node
+        if node is None or node.start_byte > start or node.end_byte < end:
+            break
+        path.append(node)
+    return [n for n in reversed(path) if n is not None]
 
 
 def in_inline_context(p: Parsed, line: int, col: int) -> bool:
     """True inside a string, comment, argument or parameter list that is still open at the cursor."""
     off = _byte_offset(p, line, col)
-    for n in ancestors(_node_at_offset(p, off)):
+    for n in ancestors_of_range(p, max(off - 1, 0), off):
         if n.type in INLINE_CONTEXTS and n.start_byte < off and (n.end_byte > off or n.has_error or n.is_missing):
             return True
         if n.type in DEFINITIONS.get(p.language, set()) or n.type in ("block", "statement_block", "compound_statement"):
@@ -326,11 +348,13 @@ def enclosing_definition(p: Parsed, line: int) -> tuple[int, int] | None:
     lines = p.source.split(b"\n")
     row = max(0, min(line, len(lines) - 1))
     start_col = len(lines[row]) - len(lines[row].lstrip())
-    node = p.tree.root_node.descendant_for_point_range((row, start_col), (row, max(start_col, len(lines[row]) - 1)))
-    for n in ancestors(node) if node is not None else iter(()):
+    offset = sum(len(x) + 1 for x in lines[:row])
+    chain = ancestors_of_range(p, offset + start_col, offset + max(start_col, len(lines[row]) - 1))
+    for i, n in enumerate(chain):
         if n.type in kinds:
-            if n.parent is not None and n.parent.type == "decorated_definition":
-                n = n.parent
+            parent = chain[i + 1] if i + 1 < len(chain) else None
+            if parent is not None and parent.type == "decorated_definition":
+                n = parent
             return n.start_point[0] + 1, n.end_point[0] + 1 - (1 if n.end_point[1] == 0 else 0)
     return None
 

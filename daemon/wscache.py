@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import repomap
+from . import repomap, secrets
 from .config import Config
 from .engines.base import Engine, Sampling, ShouldStop, TextStream, never
 from .templates import QwenCoderTemplate
@@ -28,6 +28,8 @@ from .workspace import Workspace, digest
 
 #: Room kept free after the prefix for a FIM or chat tail and its answer.
 TAIL_RESERVE = 4096
+#: At most this many characters before the cursor are tokenized for a tail (more than TAIL_RESERVE tokens).
+TAIL_CHARS = 8 * TAIL_RESERVE
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -91,12 +93,6 @@ class WorkspaceCache:
     def last_plan(self) -> Plan | None:
         """The current plan if one was computed since the last change (never computes one)."""
         return self._plan
-
-    def seed_tokens(self, ids: Sequence[int], segments: Sequence[Segment]) -> None:
-        """Reuse tokenizations from a snapshot so a restart does not re-tokenize unchanged files."""
-        for s in segments:
-            if s.path:
-                self._tok[(s.path, s.digest)] = list(ids[s.start : s.end])
 
     def _ids(self, path: str, text: str, dg: str) -> list[int]:
         key = (path, dg)
@@ -267,8 +263,12 @@ class WorkspaceCache:
         start = 0
         if line > self.cfg.prefix_lines:
             start = ((line - self.cfg.prefix_lines) // 50 + 1) * 50
-        before = "\n".join(lines[start:line] + [lines[line][:col]])
-        after = "\n".join([lines[line][col:], *lines[line + 1 :]])
+        # Characters are bounded before tokenizing: a one-line 4 MB file must not become 4 MB of tokens.
+        before = "\n".join(lines[start:line] + [lines[line][:col]])[-TAIL_CHARS:]
+        after = "\n".join([lines[line][col:], *lines[line + 1 : line + 1 + max(self.cfg.suffix_tokens, 0)]])
+        after = after[: 16 * max(self.cfg.suffix_tokens, 0)]
+        if not self.cfg.include_secrets:
+            before, after = secrets.redact(before), secrets.redact(after)
         b = self.tpl.tokens(before)
         a = self._suffix_window(after)
         room = TAIL_RESERVE - self.cfg.max_tokens - len(a) - 32

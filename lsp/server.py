@@ -700,11 +700,9 @@ def main() -> None:
     parser.add_argument("--stdio", action="store_true", help="talk LSP on stdin/stdout (the default)")
     parser.parse_args()
     level = logging.DEBUG if os.environ.get("BANKED_DEBUG") else logging.INFO
-    log_dir = paths.log_dir()
-    log_dir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(
         level=level,
-        filename=str(log_dir / "lsp.log"),
+        filename=str(paths.private_file(paths.log_dir() / "lsp.log")),
         format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
     )
     # pygls logs every message at INFO, buffer contents included: never on disk unless debugging.

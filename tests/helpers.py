@@ -22,6 +22,11 @@ def make_files(root: Path, files: dict[str, str | bytes]) -> Path:
     return root
 
 
+def make_repo(root: Path, files: dict[str, str | bytes]) -> Path:
+    """Files in a git repository: a file there belongs to a workspace without being warmed first."""
+    return make_files(root, {**files, ".git/HEAD": "ref: refs/heads/main\n"})
+
+
 class DaemonProc:
     def __init__(self, env: dict[str, str], sock: Path):
         self.env = env
@@ -31,6 +36,7 @@ class DaemonProc:
     def start(self, timeout: float = 60) -> DaemonProc:
         log = Path(self.env["BANKED_LOG_DIR"])
         log.mkdir(parents=True, exist_ok=True)
+        self.mark = len(self.log())  # where this run's part of the (appended) log begins
         self.out = (log / "test-daemon.log").open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "banked.daemon", "serve"],
@@ -54,6 +60,10 @@ class DaemonProc:
     def log(self) -> str:
         p = Path(self.env["BANKED_LOG_DIR"]) / "test-daemon.log"
         return p.read_text(errors="replace") if p.exists() else ""
+
+    def run_log(self) -> str:
+        """The log of this run only (the file is shared by every start in the same log dir)."""
+        return self.log()[self.mark :]
 
     def client(self) -> Client:
         c = Client.connect(self.sock)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from banked.daemon.cli import apply_replacement, parse_location, parse_range
 from banked.daemon.client import daemon_alive
-from helpers import make_files
+from helpers import make_files, make_repo
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def cli(banked_env: dict[str, str]) -> Iterator:  # type: ignore[type-arg]
 
 @pytest.fixture
 def sample(tmp_path: Path) -> Path:
-    return make_files(
+    return make_repo(
         tmp_path / "proj",
         {
             "geometry.py": "import math\n\n\ndef circle_perimeter(r):\n    return \n",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from banked.daemon.rpc import RemoteError
-from helpers import DaemonProc, make_files
+from helpers import DaemonProc, make_repo
 
 SOURCE = "import math\n\n\ndef area(r):\n    return math.pi * r * r\n\n\ndef scale(shape, k):\n    if k > 1:\n"
 
@@ -22,7 +22,7 @@ def validating(banked_env: dict[str, str]) -> Iterator[DaemonProc]:
 
 
 def test_completion_shape_follows_the_syntax_at_the_cursor(daemon: DaemonProc, tmp_path: Path) -> None:
-    ws = make_files(tmp_path / "ws", {"geo.py": SOURCE})
+    ws = make_repo(tmp_path / "ws", {"geo.py": SOURCE})
     f = str(ws / "geo.py")
     with daemon.client() as c:
         opener = c.call("complete", {"path": f, "line": 8, "col": 13})  # after "if k > 1:"
@@ -35,14 +35,14 @@ def test_completion_shape_follows_the_syntax_at_the_cursor(daemon: DaemonProc, t
 
 
 def test_explain_without_a_selection_takes_the_enclosing_definition(daemon: DaemonProc, tmp_path: Path) -> None:
-    ws = make_files(tmp_path / "ws", {"geo.py": SOURCE + "        return k\n    return shape\n"})
+    ws = make_repo(tmp_path / "ws", {"geo.py": SOURCE + "        return k\n    return shape\n"})
     with daemon.client() as c:
         r = c.call("explain", {"path": str(ws / "geo.py"), "cursor_line": 8, "max_tokens": 4})
     assert (r["start_line"], r["end_line"]) == (8, 11)  # def scale(...) through its last line
 
 
 def test_a_rewrite_that_does_not_parse_is_retried_once_then_refused(validating: DaemonProc, tmp_path: Path) -> None:
-    ws = make_files(tmp_path / "ws", {"geo.py": SOURCE + "        return k\n"})
+    ws = make_repo(tmp_path / "ws", {"geo.py": SOURCE + "        return k\n"})
     before = (ws / "geo.py").read_text()
     with validating.client() as c:
         with pytest.raises(RemoteError, match="does not parse .* twice; nothing was changed"):

@@ -16,7 +16,7 @@ import msgpack
 import pytest
 from banked.daemon import rpc
 from banked.daemon.client import Client
-from helpers import DaemonProc, make_files
+from helpers import DaemonProc, make_files, make_repo
 
 
 def raw(d: DaemonProc) -> socket.socket:
@@ -148,7 +148,7 @@ def test_stale_socket_is_cleaned_up(banked_env: dict[str, str]) -> None:
 
 
 def test_concurrent_clients(daemon: DaemonProc, tmp_path: Path) -> None:
-    ws = make_files(tmp_path / "ws", {"a.py": "def a():\n    return 1\n", "b.py": "x = 1\n"})
+    ws = make_repo(tmp_path / "ws", {"a.py": "def a():\n    return 1\n", "b.py": "x = 1\n"})
     a, b = daemon.client(), daemon.client()
     ida = a.send_request("warm", {"root": str(ws)})
     idb = b.send_request("complete", {"path": str(ws / "b.py"), "line": 0, "col": 5, "max_tokens": 4})
@@ -160,8 +160,66 @@ def test_concurrent_clients(daemon: DaemonProc, tmp_path: Path) -> None:
 
 
 def test_oversized_selection_is_a_clear_error(daemon: DaemonProc, tmp_path: Path) -> None:
-    ws = make_files(tmp_path / "ws", {"big.py": "x = 1\n" * 3000})
+    ws = make_repo(tmp_path / "ws", {"big.py": "x = 1\n" * 3000})
     with daemon.client() as c:
         with pytest.raises(rpc.RemoteError, match="select fewer lines"):
             c.call("explain", {"path": str(ws / "big.py")})
         assert c.call("ping")["pid"]
+
+
+def test_a_socket_in_a_shared_directory_leaves_the_directory_alone(banked_env: dict[str, str]) -> None:
+    """BANKED_SOCKET=/tmp-like/x.sock: the sticky, world-writable directory keeps its mode (it is not banked's)."""
+    shared = Path(tempfile.mkdtemp(prefix="banked-shared-"))
+    os.chmod(shared, 0o1777)
+    env = {**os.environ, **banked_env, "BANKED_SOCKET": str(shared / "x.sock")}
+    d = DaemonProc(env, shared / "x.sock").start()
+    try:
+        assert stat.S_IMODE(os.stat(shared).st_mode) == 0o1777
+        assert stat.S_IMODE(os.stat(shared / "x.sock").st_mode) == 0o600
+        assert_serves(d)
+    finally:
+        d.stop()
+    assert stat.S_IMODE(os.stat(shared).st_mode) == 0o1777
+
+
+def test_a_socket_path_that_is_a_regular_file_is_never_deleted(banked_env: dict[str, str], tmp_path: Path) -> None:
+    victim = tmp_path / "notes.txt"
+    victim.write_text("precious\n")
+    env = {**os.environ, **banked_env, "BANKED_SOCKET": str(victim)}
+    out = subprocess.run(
+        [sys.executable, "-m", "banked.daemon", "serve"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 1
+    assert "is not a socket" in " ".join(out.stderr.split())
+    assert victim.read_text() == "precious\n"
+
+
+def test_a_runtime_dir_of_another_user_is_refused(banked_env: dict[str, str], tmp_path: Path) -> None:
+    if os.getuid() != 0:
+        pytest.skip("needs root to make a directory another user owns")
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o755)
+    os.chown(theirs, 65534, 65534)
+    env = {**os.environ, **banked_env, "BANKED_RUNTIME_DIR": str(theirs)}
+    out = subprocess.run(
+        [sys.executable, "-m", "banked.daemon", "serve"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 1
+    assert "belongs to uid 65534" in " ".join(out.stderr.split())  # rich wraps long lines
+    assert not (theirs / "daemon.sock").exists()
+
+
+def test_malformed_keys_and_deep_frames_close_only_that_connection(daemon: DaemonProc) -> None:
+    """Unhashable map keys, a cancel whose id is a list, and deeply nested frames: no traceback escapes."""
+    for data in (
+        msgpack.packb([2, "cancel", {"id": [1, 2]}]),
+        b"\x94\x00\x01\xa4ping\x81\x91\x01\x01",  # {[1]: 1} as params: an unhashable key
+        msgpack.packb([0, 1, "ping", {"x": [[[[[[[[[[1]]]]]]]]]]}]),
+        b"\x91" * 100_000,
+    ):
+        s = raw(daemon)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            s.sendall(data)
+        s.close()
+    assert_serves(daemon)
+    assert "Unhandled exception" not in daemon.log() and "Traceback" not in daemon.log()

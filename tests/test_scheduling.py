@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from banked.daemon import rpc
 from banked.daemon.scheduler import YIELD, Cancelled, Job, Priority, Scheduler
-from helpers import DaemonProc, make_files
+from helpers import DaemonProc, make_files, make_repo
 
 
 def test_scheduler_runs_by_priority_and_resumes_yielded_jobs() -> None:
@@ -99,7 +99,7 @@ def test_completion_does_not_wait_for_a_whole_workspace_prefill(big_daemon: Daem
 
 
 def test_cancel_stops_a_generation(daemon: DaemonProc, tmp_path: Path) -> None:
-    ws = make_files(tmp_path / "ws", {"a.py": "def a():\n    return 1\n"})
+    ws = make_repo(tmp_path / "ws", {"a.py": "def a():\n    return 1\n"})
     c = daemon.client()
     msgid = c.send_request("explain", {"path": str(ws / "a.py"), "max_tokens": 3000})
     texts = 0
@@ -117,7 +117,7 @@ def test_cancel_stops_a_generation(daemon: DaemonProc, tmp_path: Path) -> None:
 
 
 def test_completion_preempts_an_explanation_which_then_finishes(daemon: DaemonProc, tmp_path: Path) -> None:
-    ws = make_files(tmp_path / "ws", {"a.py": "def a():\n    return 1\n", "b.py": "x = \n"})
+    ws = make_repo(tmp_path / "ws", {"a.py": "def a():\n    return 1\n", "b.py": "x = \n"})
     c = daemon.client()
     msgid = c.send_request("explain", {"path": str(ws / "a.py"), "max_tokens": 1500})
     while c._next().method != "banked/text":

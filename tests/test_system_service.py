@@ -84,8 +84,11 @@ def test_socket_activation_the_daemon_serves_the_socket_it_inherits(banked_env: 
     sock = Path(banked_env["BANKED_RUNTIME_DIR"]) / "daemon.sock"
     sock.parent.mkdir(parents=True, mode=0o700)
     # systemd-socket-activate binds the socket and starts the daemon on the first connection, as systemd does.
+    # It passes the daemon no environment but what -E names: every banked path goes explicitly, so the daemon
+    # under test never finds the user's own daemon, socket, model or cache.
+    passed = [arg for key, value in banked_env.items() for arg in ("-E", f"{key}={value}")]
     proc = subprocess.Popen(
-        ["systemd-socket-activate", "-l", str(sock), sys.executable, "-m", "banked.daemon", "serve"],
+        ["systemd-socket-activate", "-l", str(sock), *passed, sys.executable, "-m", "banked.daemon", "serve"],
         env={**os.environ, **banked_env},
         stdout=subprocess.DEVNULL,
         stderr=(tmp_path / "activate.log").open("wb"),
