@@ -154,12 +154,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if sys.stderr.isatty() or args.log_file:
         handlers.append(logging.FileHandler(paths.private_file(paths.log_dir() / "daemon.log")))
     logging.basicConfig(level=level, handlers=handlers, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    activated = os.environ.get("LISTEN_PID") == str(os.getpid())  # the socket systemd passed is ours to serve
     try:
-        c = Client.connect()
-        pid = c.call("ping").get("pid")
-        c.close()
-        err.print(f"a banked daemon is already running (pid {pid}) on {paths.socket_path()}")
-        return 1
+        if not activated:
+            c = Client.connect()
+            c.sock.settimeout(10)
+            pid = c.call("ping").get("pid")
+            c.close()
+            err.print(f"a banked daemon is already running (pid {pid}) on {paths.socket_path()}")
+            return 1
     except (OSError, DaemonUnavailable):
         pass
     try:
