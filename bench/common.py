@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from banked.daemon.client import Client
+from banked.daemon.ipc.client import Client
 from rich.console import Console
 from rich.table import Table
 

@@ -80,14 +80,16 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-    from banked.daemon import snapshot
+    from banked.daemon.cli.convert import convert
     from banked.daemon.config import Config
-    from banked.daemon.convert import convert
-    from banked.daemon.engines.base import TextStream
+    from banked.daemon.context.cursor import Cursor
+    from banked.daemon.context.templates import template_for
+    from banked.daemon.context.workspace import Workspace
+    from banked.daemon.context.wscache import WorkspaceCache
+    from banked.daemon.engines.base import common_prefix
     from banked.daemon.engines.exl2 import Exl2Engine
-    from banked.daemon.templates import template_for
-    from banked.daemon.workspace import Workspace
-    from banked.daemon.wscache import Generation, WorkspaceCache, common_prefix, run_generation
+    from banked.daemon.engines.generation import Generation, TextStream, run_generation
+    from banked.daemon.serving import snapshot
     from tinyhf import write_tiny_qwen2_hf
 
     data: dict[str, Any] = {"dims": args.dims, "device": torch.cuda.get_device_name(0)}
@@ -191,18 +193,20 @@ def main() -> None:
         text = hot.read_text()
         lines = text.split("\n")
         ln = 8
-        run_generation(wc, Generation(wc.fim_tail(rel, text, ln, len(lines[ln])), tpl.fim_stops, 1, TextStream(e)))
+        run_generation(
+            wc, Generation(wc.fim_tail(rel, Cursor.at(text, ln, len(lines[ln]))), tpl.fim_stops, 1, TextStream(e))
+        )
         lines[ln - 2] = lines[ln - 2] + "  # edited"
         text = "\n".join(lines)
         hot.write_text(text)
         ws.refresh({rel})
         wc.invalidate()
-        g = Generation(wc.fim_tail(rel, text, ln, len(lines[ln])), set(), 1, TextStream(e))
+        g = Generation(wc.fim_tail(rel, Cursor.at(text, ln, len(lines[ln]))), set(), 1, TextStream(e))
         sync()
         run_generation(wc, g)
         sync()
         banked_ms = (g.ttft_s or 0) * 1000
-        prompt = list(wc.plan().ids) + wc.fim_tail(rel, text, ln, len(lines[ln]))
+        prompt = list(wc.plan().ids) + wc.fim_tail(rel, Cursor.at(text, ln, len(lines[ln])))
 
         def peer(reuse: bool) -> tuple[float, int]:
             n = min(common_prefix(e.cached, prompt), len(prompt) - 1) if reuse else 0  # noqa: B023
@@ -219,7 +223,7 @@ def main() -> None:
         hot.write_text("\n".join(lines))
         ws.refresh({rel})
         wc.invalidate()
-        prompt = list(wc.plan().ids) + wc.fim_tail(rel, "\n".join(lines), ln, len(lines[ln]))
+        prompt = list(wc.plan().ids) + wc.fim_tail(rel, Cursor.at("\n".join(lines), ln, len(lines[ln])))
         reuse_ms, reuse_n = peer(True)
         tok = len(wc.plan().ids)
         data.setdefault("workspace", {})[tok] = {

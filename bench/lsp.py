@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from banked.daemon.client import Client
+from banked.daemon.ipc.client import Client
 from common import Daemon, generate_project, report
 from lsprotocol import types
 from pygls.lsp.client import LanguageClient

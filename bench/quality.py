@@ -42,12 +42,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from banked.daemon import config, model_store, postprocess, syntax
-from banked.daemon.engines.base import Engine, TextStream
+from banked.daemon import config
+from banked.daemon.context import postprocess, syntax
+from banked.daemon.context.cursor import Cursor
+from banked.daemon.context.templates import template_for
+from banked.daemon.context.workspace import FileState, Workspace, digest
+from banked.daemon.context.wscache import WorkspaceCache
+from banked.daemon.engines import model_store
+from banked.daemon.engines.base import Engine
+from banked.daemon.engines.generation import Generation, TextStream, run_generation
 from banked.daemon.engines.llamacpp import LlamaCppEngine
-from banked.daemon.templates import template_for
-from banked.daemon.workspace import FileState, Workspace, digest
-from banked.daemon.wscache import Generation, WorkspaceCache, run_generation
 from common import report
 
 
@@ -65,13 +69,12 @@ class Target:
         before = text[: self.start]
         return before.count("\n"), self.start - (before.rfind("\n") + 1)
 
-    def surroundings(self, masked: str, max_lines: int) -> tuple[postprocess.Decision, str, str]:
-        """What post-processing needs: the completion decision, the line before the cursor, all after it."""
+    def surroundings(self, masked: str, max_lines: int) -> tuple[postprocess.Decision, Cursor]:
+        """What post-processing needs: the completion decision and the cursor in the masked text."""
         line, col = self.cursor(masked)
         parsed = syntax.parse_text("python", masked) if self.path.endswith(".py") else None
-        lines = masked.split("\n")
-        after = "\n".join([lines[line][col:], *lines[line + 1 :]])
-        return postprocess.decide(parsed, masked, line, col, max_lines), lines[line][:col], after
+        cursor = Cursor.at(masked, line, col)
+        return postprocess.decide(parsed, cursor, max_lines), cursor
 
 
 def _line_starts(text: str) -> list[int]:
@@ -206,22 +209,21 @@ class Mode:
         self.wc.invalidate()
 
     def complete(self, t: Target, masked: str, max_tokens: int) -> dict[str, Any]:
-        line, col = t.cursor(masked)
-        decision, before, after = t.surroundings(masked, self.cfg.max_lines)
+        decision, cursor = t.surroundings(masked, self.cfg.max_lines)
         text = masked if self.suffix else masked[: t.start]
         self.wc.sync()
-        tail = self.wc.fim_tail(t.path, text, line, col)
+        tail = self.wc.fim_tail(t.path, Cursor.at(text, cursor.line, cursor.col))
         g = Generation(
             tail, self.wc.tpl.fim_stops, max_tokens, TextStream(self.wc.engine, max_lines=decision.max_lines)
         )
         t0 = time.perf_counter()
         run_generation(self.wc, g)
         raw = g.stream.text
-        cleaned = postprocess.clean(raw, before, after if self.suffix else "", decision)
+        cleaned = postprocess.clean(raw, cursor, decision, suffix=self.suffix)
         return {
             "raw": raw,
             "text": cleaned,
-            "after": after,
+            "after": cursor.after,
             "seconds": time.perf_counter() - t0,
             **g.metrics(),
         }
@@ -242,10 +244,11 @@ def replay(path: Path, source: Path) -> None:
         t = Target(r["path"], r["kind"], start, start + len(r["expected"]))
         others = set().union(*(v for k, v in names.items() if k != t.path))
         cross += needs_other_files(t, text, names.get(t.path, set()), others, data["prefix_lines"])
-        decision, before, after = t.surroundings(t.masked(text), 10)
+        decision, cursor = t.surroundings(t.masked(text), 10)
+        after = cursor.after
         for mode in [m for m in ("workspace", "file", "prefix") if m in r]:
             raw = r[mode]["raw"]
-            cleaned = postprocess.clean(raw, before, after if mode != "prefix" else "", decision)
+            cleaned = postprocess.clean(raw, cursor, decision, suffix=mode != "prefix")
             acc = totals.setdefault(mode, {"exact": 0, "exact_raw": 0, "repeats_raw": 0, "repeats": 0, "lowered": 0})
             exact, exact_raw = norm(cleaned) == norm(r["expected"]), norm(raw) == norm(r["expected"])
             acc["exact"] += exact

@@ -22,11 +22,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from banked.daemon import config, model_store
-from banked.daemon.engines import DEFAULT_CHUNK
+from banked.daemon import config
+from banked.daemon.context.templates import template_for
+from banked.daemon.engines import DEFAULT_CHUNK, model_store
+from banked.daemon.engines.base import common_prefix
 from banked.daemon.engines.llamacpp import LlamaCppEngine
-from banked.daemon.templates import template_for
-from banked.daemon.wscache import common_prefix
 from common import Daemon, generate_project, report
 
 

@@ -1,3 +1,3 @@
-from .cli import main
+from banked.daemon.cli.main import main
 
 main()

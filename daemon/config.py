@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from . import paths
+from banked.daemon import paths
 
 
 class ConfigError(ValueError):

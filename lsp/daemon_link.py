@@ -16,8 +16,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from banked.daemon import client as daemon_client
-from banked.daemon import paths, rpc
+from banked.daemon import paths
+from banked.daemon.ipc import client as daemon_client
+from banked.daemon.ipc import rpc
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from banked.daemon import __version__, paths, rpc
-from banked.daemon import client as daemon_client
+from banked.daemon import __version__, paths
+from banked.daemon.ipc import client as daemon_client
+from banked.daemon.ipc import rpc
 from lsprotocol import types
 from pygls import uris
 from pygls.exceptions import JsonRpcException

@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from banked.daemon.config import Config  # noqa: E402
+from banked.daemon.config import Config
 from helpers import DaemonProc  # noqa: E402
 from tinymodel import write_tiny_qwen2  # noqa: E402
 

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from banked.daemon.client import Client
+from banked.daemon.ipc.client import Client
 
 
 def make_files(root: Path, files: dict[str, str | bytes]) -> Path:

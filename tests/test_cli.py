@@ -11,8 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from banked.daemon.cli import apply_replacement, parse_location, parse_range
-from banked.daemon.client import daemon_alive
+from banked.daemon.cli.main import parse_location, parse_range
+from banked.daemon.ipc.client import daemon_alive
+from banked.daemon.ipc.protocol import replace_lines
 from helpers import make_files, make_repo
 
 
@@ -106,7 +107,7 @@ def test_refactor_prints_a_diff_and_applies_atomically(cli, sample: Path) -> Non
     assert (sample / "units.py").read_bytes().decode() == before  # no --apply: untouched
     r = json.loads(cli("refactor", f"{sample}/units.py:1-2", "rename", "--json", "--apply").stdout)
     after = (sample / "units.py").read_bytes().decode()
-    assert after == apply_replacement(before, 1, 2, r["replacement"])
+    assert after == replace_lines(before, 1, 2, r["replacement"])
     assert after.endswith("def to_mm(m):\r\n    return m * 1000\r\n")  # untouched lines keep their CRLF
     assert not [p for p in sample.iterdir() if p.name.endswith(".banked")]  # no temp file left
 
@@ -145,5 +146,5 @@ def test_parsers() -> None:
     assert parse_location("/a/b.py:3:7") == (Path("/a/b.py"), 3, 7)
     assert parse_range("/a/b.py:2-9", required=True) == (Path("/a/b.py"), 2, 9)
     assert parse_range("/a/b.py", required=False) == (Path("/a/b.py"), None, None)
-    assert apply_replacement("a\nb\nc\n", 2, 2, "B1\nB2") == "a\nB1\nB2\nc\n"
-    assert apply_replacement("a\r\nb\r\nc\r\n", 2, 2, "B1\nB2\n") == "a\r\nB1\r\nB2\r\nc\r\n"
+    assert replace_lines("a\nb\nc\n", 2, 2, "B1\nB2") == "a\nB1\nB2\nc\n"
+    assert replace_lines("a\r\nb\r\nc\r\n", 2, 2, "B1\nB2\n") == "a\r\nB1\r\nB2\r\nc\r\n"

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from banked.daemon.rpc import RemoteError
+from banked.daemon.ipc.rpc import RemoteError
 from helpers import DaemonProc, make_repo
 
 SOURCE = "import math\n\n\ndef area(r):\n    return math.pi * r * r\n\n\ndef scale(shape, k):\n    if k > 1:\n"

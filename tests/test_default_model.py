@@ -11,7 +11,7 @@ import re
 import shutil
 
 import pytest
-from banked.daemon.sample import WORKSPACE
+from banked.daemon.cli.sample import WORKSPACE
 from helpers import DaemonProc
 
 pytestmark = pytest.mark.slow
@@ -30,7 +30,7 @@ def real_daemon(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-un
             "BANKED_N_CTX": "4096",
         }
     )
-    from banked.daemon import model_store
+    from banked.daemon.engines import model_store
 
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)

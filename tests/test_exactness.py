@@ -16,11 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from banked.daemon.config import Config
-from banked.daemon.engines.base import TextStream
+from banked.daemon.context.cursor import Cursor
+from banked.daemon.context.templates import template_for
+from banked.daemon.context.workspace import Workspace
+from banked.daemon.context.wscache import WorkspaceCache
+from banked.daemon.engines.base import common_prefix
+from banked.daemon.engines.generation import Generation, TextStream, run_generation
 from banked.daemon.engines.llamacpp import LlamaCppEngine
-from banked.daemon.templates import template_for
-from banked.daemon.workspace import Workspace
-from banked.daemon.wscache import Generation, WorkspaceCache, common_prefix, run_generation
 
 WORDS = ["alpha", "beta", "gamma", "delta", "return", "self", "value", "None", "def", "class"]
 WORDS += ["import", "for", "in", "if", "else"]
@@ -121,7 +123,7 @@ def test_incremental_equals_fresh_prefill(tmp_path: Path, cfg: Config, tiny_mode
             lines = text.split("\n")
             line = rng.randrange(len(lines))
             col = rng.randint(0, len(lines[line]))
-            g = Generation(wc.fim_tail(active, text, line, col), set(), 3, TextStream(engine))
+            g = Generation(wc.fim_tail(active, Cursor.at(text, line, col)), set(), 3, TextStream(engine))
             assert run_generation(wc, g)
             seq = list(engine.cached)
             assert seq[: wc.usable_prefix()] == wc.plan().ids[: wc.usable_prefix()]
@@ -171,7 +173,7 @@ def test_typing_re_prefills_typed_tokens_plus_suffix_window(
     for k in range(1, len(typed) + 1):
         lines[line] = base + typed[:k]
         cur = "\n".join(lines)
-        g = Generation(wc.fim_tail(rel, cur, line, len(base) + k), set(), 1, TextStream(engine))
+        g = Generation(wc.fim_tail(rel, Cursor.at(cur, line, len(base) + k)), set(), 1, TextStream(engine))
         run_generation(wc, g)
         if k > 1:
             assert g.prefilled_tokens <= 1 + cfg.suffix_tokens + 8, f"keystroke {k}"

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
-from banked.daemon import rpc
+from banked.daemon.ipc import rpc
 from helpers import DaemonProc, make_files
 
 METHODS = ["ping", "status", "warm", "complete", "explain", "refactor", "write_tests", "overlay", "cancel", "nope"]

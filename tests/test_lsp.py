@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from banked.daemon.client import Client
+from banked.daemon.ipc.client import Client
 from helpers import DaemonProc, make_files
 from lsp_helpers import SOURCE, Editor, start_lsp
 from lsprotocol import types

@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from banked.daemon import model_store
+from banked.daemon.engines import model_store
 
 
 def parts(tmp_path: Path, n: int = 3) -> list[Path]:

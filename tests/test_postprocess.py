@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from banked.daemon import postprocess, syntax
-from banked.daemon.postprocess import Decision, clean, decide
+from banked.daemon.context import postprocess, syntax
+from banked.daemon.context.cursor import Cursor
+from banked.daemon.context.postprocess import Decision, clean, decide
 
 PY = """import math
 
@@ -24,17 +25,22 @@ def parsed(text: str, lang: str = "python") -> syntax.Parsed:
     return syntax.parse_text(lang, text)
 
 
+def cur(before: str, after: str) -> Cursor:
+    """The cursor after `before` (the text of its line up to it), with `after` everything that follows."""
+    return Cursor.at(before + after, 0, len(before))
+
+
 def test_inside_an_argument_list_only_the_line_is_completed() -> None:
     text = PY.replace("area(r))", "area(r), ")
     line = 8
     col = text.split("\n")[line].index("area(r), ") + len("area(r), ")
-    d = decide(parsed(text), text, line, col, 10)
+    d = decide(parsed(text), Cursor.at(text, line, col), 10)
     assert d.max_lines == 1 and "argument" in d.why
 
 
 def test_after_a_block_opener_a_block_is_completed_and_ends_with_it() -> None:
     line = 9  # "    if r > 10:"
-    d = decide(parsed(PY), PY, line, len(PY.split("\n")[line]), 10)
+    d = decide(parsed(PY), Cursor.at(PY, line, len(PY.split("\n")[line])), 10)
     assert d.max_lines == 10 and d.block_indent == 5
     raw = "\n        r = 10\n        shape.clamp()\n    return shape\nprint('done')"
     assert postprocess.end_of_block(raw, d) == "\n        r = 10\n        shape.clamp()\n"
@@ -43,7 +49,7 @@ def test_after_a_block_opener_a_block_is_completed_and_ends_with_it() -> None:
 def test_on_an_empty_line_in_a_brace_language_the_block_ends_before_its_closing_brace() -> None:
     js = "function f(xs) {\n  for (const x of xs) {\n    \n  }\n  return xs;\n}\n"
     line, col = 2, 4
-    d = decide(parsed(js, "javascript"), js, line, col, 10)
+    d = decide(parsed(js, "javascript"), Cursor.at(js, line, col), 10)
     assert d.max_lines == 10 and d.braces
     raw = "console.log(x);\n    total += x;\n  }\n  return total;"
     assert postprocess.end_of_block(raw, d) == "console.log(x);\n    total += x;\n"
@@ -51,15 +57,15 @@ def test_on_an_empty_line_in_a_brace_language_the_block_ends_before_its_closing_
 
 def test_the_rest_of_the_line_is_not_repeated() -> None:
     before, after = "value = compute(", "a, b)\n"
-    assert clean("a, b)", before, after) == ""  # only what is already there: trivial, dropped
-    assert clean("x, a, b)", before, after) == "x, "
+    assert clean("a, b)", cur(before, after)) == ""  # only what is already there: trivial, dropped
+    assert clean("x, a, b)", cur(before, after)) == "x, "
 
 
 def test_lines_that_follow_the_cursor_are_not_repeated() -> None:
     before = "    "
     after = "\n    return shape\n"
     raw = "shape.grow(r)\n    return shape"
-    assert clean(raw, before, after, Decision(10, "block")) == "shape.grow(r)"
+    assert clean(raw, cur(before, after), Decision(10, "block")) == "shape.grow(r)"
 
 
 def test_a_completion_that_runs_on_into_the_next_lines_is_cut_there() -> None:
@@ -70,7 +76,7 @@ def test_a_completion_that_runs_on_into_the_next_lines_is_cut_there() -> None:
         "self._stderr_task: asyncio.Task | None = None\n"
         '        """A task that forwards the server stderr."""\n\n    async def start_io(self):\n'
     )
-    assert clean(raw, before, after, Decision(10, "block", 8)) == "self._stderr_task: asyncio.Task | None = None"
+    assert clean(raw, cur(before, after), Decision(10, "block", 8)) == "self._stderr_task: asyncio.Task | None = None"
 
 
 def test_running_on_is_cut_even_when_blank_lines_differ() -> None:
@@ -78,7 +84,7 @@ def test_running_on_is_cut_even_when_blank_lines_differ() -> None:
     before = "        "
     after = "\n        if callback:\n\n            def wrapper(future):\n                callback(future)\n"
     raw = "future = make()\n        if callback:\n\n            def wrapper(future):\n                callback(future)"
-    assert clean(raw, before, after, Decision(10, "block", 8)) == "future = make()"
+    assert clean(raw, cur(before, after), Decision(10, "block", 8)) == "future = make()"
 
 
 def test_reaching_a_distinctive_next_line_is_cut_there_even_if_the_rest_differs() -> None:
@@ -89,7 +95,7 @@ def test_reaching_a_distinctive_next_line_is_cut_there_even_if_the_rest_differs(
         "from collections.abc import Mapping\nfrom collections.abc import Sequence\n"
         "from typing import cast\nimport warnings\n"
     )
-    assert clean(raw, before, after, Decision(10, "block", 0)) == "from collections.abc import Mapping"
+    assert clean(raw, cur(before, after), Decision(10, "block", 0)) == "from collections.abc import Mapping"
 
 
 def test_a_short_line_that_equals_the_next_one_by_chance_is_kept() -> None:
@@ -97,26 +103,26 @@ def test_a_short_line_that_equals_the_next_one_by_chance_is_kept() -> None:
     before = "        "
     after = "\n    try:\n        res = yield\n"
     raw = "teardown.close()\n    try:\n        teardown.send(result)"
-    assert clean(raw, before, after, Decision(10, "block", 4)) == raw
+    assert clean(raw, cur(before, after), Decision(10, "block", 4)) == raw
 
 
 def test_a_duplicated_closing_line_is_removed() -> None:
     before = "    "
     after = "\n}\n"
     raw = "return a + b;\n}"
-    assert clean(raw, before, after, Decision(10, "block")) == "return a + b;"
+    assert clean(raw, cur(before, after), Decision(10, "block")) == "return a + b;"
 
 
 def test_brackets_the_completion_opened_are_closed() -> None:
-    assert clean("print(math.sqrt(x", "    ", "\n") == "print(math.sqrt(x))"
+    assert clean("print(math.sqrt(x", cur("    ", "\n")) == "print(math.sqrt(x))"
     # Brackets opened before the cursor are the suffix's business, not the completion's.
-    assert clean("x", "    f(g(", "))\n") == "x"
+    assert clean("x", cur("    f(g(", "))\n")) == "x"
 
 
 def test_empty_and_trivial_completions_are_discarded() -> None:
-    assert clean("   \n  ", "x = ", "\n") == ""
-    assert clean(")", "f(x", ")\n") == ""
-    assert clean(";", "a = 1", "\n") == ""
+    assert clean("   \n  ", cur("x = ", "\n")) == ""
+    assert clean(")", cur("f(x", ")\n")) == ""
+    assert clean(";", cur("a = 1", "\n")) == ""
 
 
 def test_symbols_and_imports_per_language() -> None:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import msgpack
 import pytest
-from banked.daemon import rpc
-from banked.daemon.client import Client
+from banked.daemon.ipc import rpc
+from banked.daemon.ipc.client import Client
 from helpers import DaemonProc, make_files, make_repo
 
 

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from banked.daemon import faults, rpc
+from banked.daemon import faults
+from banked.daemon.ipc import rpc
 from helpers import DaemonProc, make_files
 
 CRASH_POINTS = ["snapshot.kv_tmp_written", "snapshot.kv_renamed", "snapshot.meta_tmp_written", "snapshot.meta_renamed"]

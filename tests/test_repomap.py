@@ -7,12 +7,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from banked.daemon import repomap
 from banked.daemon.config import Config
+from banked.daemon.context import repomap
+from banked.daemon.context.templates import template_for
+from banked.daemon.context.workspace import Workspace
+from banked.daemon.context.wscache import WorkspaceCache
 from banked.daemon.engines.llamacpp import LlamaCppEngine
-from banked.daemon.templates import template_for
-from banked.daemon.workspace import Workspace
-from banked.daemon.wscache import WorkspaceCache
 from helpers import make_files
 
 

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
-from banked.daemon import rpc
-from banked.daemon.scheduler import YIELD, Cancelled, Job, Priority, Scheduler
+from banked.daemon.ipc import rpc
+from banked.daemon.serving.scheduler import YIELD, Cancelled, Job, Priority, Scheduler
 from helpers import DaemonProc, make_files, make_repo
 
 

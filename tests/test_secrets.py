@@ -6,12 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from banked.daemon import rpc, secrets
 from banked.daemon.config import Config
+from banked.daemon.context import secrets
+from banked.daemon.context.cursor import Cursor
+from banked.daemon.context.templates import template_for
+from banked.daemon.context.workspace import Rules, Workspace
+from banked.daemon.context.wscache import WorkspaceCache
 from banked.daemon.engines.llamacpp import LlamaCppEngine
-from banked.daemon.templates import template_for
-from banked.daemon.workspace import Rules, Workspace
-from banked.daemon.wscache import WorkspaceCache
+from banked.daemon.ipc import rpc
 from helpers import DaemonProc, make_files
 
 AWS_KEY = "AKIA" + "ABCDEFGHIJKLMNOP"
@@ -105,7 +107,7 @@ def test_the_completion_tail_never_holds_a_detected_secret(tmp_path: Path, cfg: 
     ws.scan()
     wc = WorkspaceCache(ws, engine, template_for(engine), cfg)
     buffer = f"import boto3\nKEY = '{AWS_KEY}'\nclient = boto3.client(\n"
-    tail = engine.detokenize(wc.fim_tail("cloud.py", buffer, 2, 22)).decode()
+    tail = engine.detokenize(wc.fim_tail("cloud.py", Cursor.at(buffer, 2, 22))).decode()
     assert AWS_KEY not in tail and secrets.REDACTED in tail and "boto3.client(" in tail
 
 

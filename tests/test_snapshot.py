@@ -8,12 +8,13 @@ from pathlib import Path
 import msgpack
 import numpy as np
 import pytest
-from banked.daemon import snapshot
 from banked.daemon.config import Config
+from banked.daemon.context.cursor import Cursor
+from banked.daemon.context.templates import template_for
+from banked.daemon.context.workspace import Workspace
+from banked.daemon.context.wscache import WorkspaceCache
 from banked.daemon.engines.llamacpp import LlamaCppEngine
-from banked.daemon.templates import template_for
-from banked.daemon.workspace import Workspace
-from banked.daemon.wscache import WorkspaceCache
+from banked.daemon.serving import snapshot
 from helpers import DaemonProc, make_files
 
 FILES = {f"pkg/m{i}.py": f"def f{i}(x):\n    return x + {i}\n" * 8 for i in range(6)}
@@ -75,7 +76,7 @@ def test_the_tail_never_reaches_the_disk(tmp_path: Path, cfg: Config, engine: Ll
     d = snapshot.save(engine, wc.ws.root, plan)
     assert d is not None
     without_tail = kv_file(d).stat().st_size
-    tail = wc.fim_tail("notes.py", "PASSWORD = 'correct horse battery staple'\n", 1, 0)
+    tail = wc.fim_tail("notes.py", Cursor.at("PASSWORD = 'correct horse battery staple'\n", 1, 0))
     engine.prefill(tail)
     snapshot.save(engine, wc.ws.root, plan)
     meta = msgpack.unpackb((d / "meta.msgpack").read_bytes())

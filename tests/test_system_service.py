@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from banked.daemon import system_service
-from banked.daemon.client import Client
+from banked.daemon.cli import system_service
+from banked.daemon.ipc.client import Client
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from banked.daemon.engines.base import TextStream
+from banked.daemon.engines.generation import TextStream
 
 
 class ByteEngine:

@@ -8,8 +8,8 @@ import threading
 import time
 from pathlib import Path
 
-from banked.daemon.watcher import Watcher
-from banked.daemon.workspace import Workspace
+from banked.daemon.context.watcher import Watcher
+from banked.daemon.context.workspace import Workspace
 from helpers import DaemonProc, make_files
 
 

@@ -7,10 +7,10 @@ import time
 from pathlib import Path
 
 from banked.daemon.config import Config
+from banked.daemon.context.templates import template_for
+from banked.daemon.context.workspace import Rules, Workspace
+from banked.daemon.context.wscache import WorkspaceCache
 from banked.daemon.engines.llamacpp import LlamaCppEngine
-from banked.daemon.templates import template_for
-from banked.daemon.workspace import Rules, Workspace
-from banked.daemon.wscache import WorkspaceCache
 from helpers import DaemonProc, make_files
 
 

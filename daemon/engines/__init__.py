@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import paths
-from ..config import Config
-from ..model_store import Progress, ensure_default_model
-from .base import Engine, EngineError, EngineInfo, Sampling, TextStream
+from banked.daemon import paths
+from banked.daemon.config import Config
+from banked.daemon.engines.base import Engine, EngineError, EngineInfo, Sampling
+from banked.daemon.engines.model_store import Progress, ensure_default_model
 
-__all__ = ["Engine", "EngineError", "EngineInfo", "Sampling", "TextStream", "choose", "make_engine"]
+__all__ = ["Engine", "EngineError", "EngineInfo", "Sampling", "choose", "make_engine"]
 
 DEFAULT_CHUNK = {"llamacpp": 64, "exl2": 2048}
 
 
 def find_exl2_model() -> Path | None:
     """The first EXL2 model under the models dir (where `banked model convert` puts them)."""
-    from .exl2 import is_exl2_dir
+    from banked.daemon.engines.exl2 import is_exl2_dir
 
     root = paths.models_dir()
     if not root.is_dir():
@@ -29,7 +29,7 @@ def choose(cfg: Config) -> tuple[str, Path | None]:
 
     "auto" picks exl2 when CUDA and an EXL2 model are present, else llamacpp.
     """
-    from .exl2 import cuda_available, is_exl2_dir
+    from banked.daemon.engines.exl2 import cuda_available, is_exl2_dir
 
     model = Path(cfg.model).expanduser() if cfg.model else None
     if cfg.engine == "auto":
@@ -50,22 +50,22 @@ def choose(cfg: Config) -> tuple[str, Path | None]:
 
 
 def make_engine(cfg: Config, progress: Progress | None = None) -> Engine:
-    """The engine the configuration asks for; sets cfg.prefill_chunk to the engine's default if 0."""
+    """The engine the configuration asks for (`prefill_chunk` 0 means the engine's own default)."""
     name, model = choose(cfg)
-    cfg.prefill_chunk = cfg.prefill_chunk or DEFAULT_CHUNK[name]
+    chunk = cfg.prefill_chunk or DEFAULT_CHUNK[name]
     if name == "exl2":
-        from .exl2 import Exl2Engine
+        from banked.daemon.engines.exl2 import Exl2Engine
 
         assert model is not None
         return Exl2Engine(
             model,
             n_ctx=cfg.n_ctx,
             cache_type=cfg.cache_type,
-            chunk=cfg.prefill_chunk,
+            chunk=chunk,
             rope_scale=cfg.rope_scale,
             rope_alpha=cfg.rope_alpha,
         )
-    from .llamacpp import LlamaCppEngine
+    from banked.daemon.engines.llamacpp import LlamaCppEngine
 
     path = model if model is not None else ensure_default_model(progress)
-    return LlamaCppEngine(path, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads, chunk=cfg.prefill_chunk)
+    return LlamaCppEngine(path, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads, chunk=chunk)

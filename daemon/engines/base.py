@@ -1,13 +1,18 @@
-"""The engine protocol: everything the workspace cache needs from a model, and no more.
+"""The engine protocol, and the base class that owns everything engines have in common.
 
 An engine holds one token sequence in its KV cache. The cache manager edits it
 with `truncate` and `prefill` only, which is what makes incremental updates
 exact: the cache always equals a fresh prefill of `cached`.
+
+`CachedEngine` keeps the token bookkeeping and every loop (chunked prefill,
+catching up to a target sequence, the logits recompute, the sampling loop) on
+top of three primitives a backend implements: `_forward` (append tokens to
+the cache, optionally computing the last position's logits), `_drop_from`
+(cut the cache) and `_last_logits`. A backend is then a page of glue.
 """
 
 from __future__ import annotations
 
-import codecs
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 ShouldStop = Callable[[], bool]
+OnProgress = Callable[[int, int], None]  # (tokens cached so far, target length)
 
 
 def never() -> bool:
@@ -78,6 +84,13 @@ class Engine(Protocol):
         """Append `ids` in chunks; stop between chunks when asked. Returns tokens appended."""
         ...
 
+    def catch_up(
+        self, ids: Sequence[int], should_stop: ShouldStop = never, on_progress: OnProgress | None = None
+    ) -> int:
+        """Make the cache equal `ids`: cut at the first difference, prefill the rest (stops between chunks when
+        asked). Returns tokens prefilled."""
+        ...
+
     def logits(self) -> npt.NDArray[np.float32]:
         """Next-token logits after the last cached token (recomputes them if unknown)."""
         ...
@@ -99,6 +112,139 @@ class Engine(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens two sequences share (vectorised: workspaces are 10⁴–10⁵ tokens)."""
+    n = min(len(a), len(b))
+    if n == 0:
+        return 0
+    x = np.asarray(a[:n], dtype=np.int64)
+    y = np.asarray(b[:n], dtype=np.int64)
+    diff = np.flatnonzero(x != y)
+    return int(diff[0]) if diff.size else n
+
+
+class CachedEngine:
+    """Token bookkeeping and the loops every engine shares; subclasses provide the three primitives."""
+
+    info: EngineInfo
+
+    def __init__(self, chunk: int) -> None:
+        self._chunk = chunk
+        self._ids: list[int] = []
+        self._logits_known = False  # the backend holds logits for the last cached position
+        self._rng = np.random.default_rng(0)
+
+    # -- the primitives ---------------------------------------------------------------------
+
+    def _forward(self, ids: Sequence[int], want_logits: bool) -> None:
+        """Append `ids` (at most one chunk) to the backend's cache; compute the last logits if asked."""
+        raise NotImplementedError
+
+    def _drop_from(self, n: int) -> None:
+        """Cut the backend's cache to its first `n` positions."""
+        raise NotImplementedError
+
+    def _last_logits(self) -> npt.NDArray[np.float32]:
+        """The logits `_forward(..., want_logits=True)` computed last, as float32 on the host."""
+        raise NotImplementedError
+
+    def _greedy(self) -> int:
+        """The argmax of the last logits (a backend may do it where the logits live)."""
+        return int(np.argmax(self._last_logits()))
+
+    # -- the cache --------------------------------------------------------------------------
+
+    @property
+    def cached(self) -> Sequence[int]:
+        return self._ids
+
+    def truncate(self, n: int) -> None:
+        n = max(0, min(n, len(self._ids)))
+        if n == len(self._ids):
+            return
+        self._drop_from(n)
+        del self._ids[n:]
+        self._logits_known = False
+
+    def _append(self, ids: Sequence[int], want_logits: bool) -> None:
+        self._forward(ids, want_logits)
+        self._ids.extend(ids)
+        self._logits_known = want_logits
+
+    def prefill(self, ids: Sequence[int], should_stop: ShouldStop = never, chunk: int = 0) -> int:
+        chunk = min(chunk or self._chunk, self._chunk)
+        if len(self._ids) + len(ids) > self.info.n_ctx:
+            raise EngineError(
+                f"{len(self._ids) + len(ids)} tokens exceed the context of {self.info.n_ctx}; "
+                "raise n_ctx or lower the workspace budget"
+            )
+        done = 0
+        for start in range(0, len(ids), chunk):
+            if start and should_stop():
+                break
+            part = ids[start : start + chunk]
+            self._append(part, want_logits=start + chunk >= len(ids))
+            done += len(part)
+        return done
+
+    def catch_up(
+        self, ids: Sequence[int], should_stop: ShouldStop = never, on_progress: OnProgress | None = None
+    ) -> int:
+        n = common_prefix(self._ids, ids)
+        self.truncate(n)
+        done = 0
+        while n + done < len(ids):
+            if done and should_stop():
+                break
+            done += self.prefill(ids[n + done : n + done + self._chunk])
+            if on_progress is not None:
+                on_progress(n + done, len(ids))
+        return done
+
+    def logits(self) -> npt.NDArray[np.float32]:
+        self._ensure_logits()
+        return self._last_logits()
+
+    def _ensure_logits(self) -> None:
+        if not self._ids:
+            raise EngineError("no tokens in the cache: nothing to predict from")
+        if not self._logits_known:
+            # Two tokens, not one: a one-token batch runs another kernel (matrix-vector) whose rounding
+            # differs from the batched prefill's.
+            last = self._ids[-2:]
+            self.truncate(len(self._ids) - len(last))
+            self._append(last, want_logits=True)
+
+    def generate(
+        self,
+        max_tokens: int,
+        stop_ids: set[int],
+        sampling: Sampling | None = None,
+        should_stop: ShouldStop = never,
+    ) -> Iterator[int]:
+        sampling = sampling or Sampling()
+        if sampling.temperature > 0:
+            self._rng = np.random.default_rng(sampling.seed)
+        for _ in range(max_tokens):
+            if should_stop() or len(self._ids) >= self.info.n_ctx:
+                return
+            self._ensure_logits()
+            token = self._greedy() if sampling.temperature <= 0 else sample(self._last_logits(), sampling, self._rng)
+            if token in stop_ids:
+                return
+            yield token
+            self._append([token], want_logits=True)
+
+    # -- vocabulary helpers -----------------------------------------------------------------
+
+    def special_id(self, text: str) -> int | None:
+        ids = self.tokenize(text, special=True)
+        return ids[0] if len(ids) == 1 else None
+
+    def tokenize(self, text: str, special: bool = False) -> list[int]:
+        raise NotImplementedError
 
 
 def gpt2_byte_symbols() -> list[str]:
@@ -130,60 +276,3 @@ def sample(logits: npt.NDArray[np.float32], sampling: Sampling, rng: np.random.G
         p = np.where(mask, p, 0.0)
         p /= p.sum()
     return int(rng.choice(len(p), p=p))
-
-
-@dataclass
-class TextStream:
-    """Generated text with stop strings and a line limit, decoded incrementally.
-
-    Held back: text that could be the start of a stop string, so a stop string is
-    never shown to the user even when it arrives split across tokens.
-    """
-
-    engine: Engine
-    stop_strings: Sequence[str] = ()
-    max_lines: int = 0  # 0 = unlimited
-    text: str = ""
-    stopped_by: str = ""
-    _emitted: int = 0
-    _decoder: codecs.IncrementalDecoder = field(
-        default_factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="replace")
-    )
-
-    def feed(self, token: int) -> str:
-        """Add one token; returns the newly safe-to-show text ("" if none)."""
-        self.text += self._decoder.decode(self.engine.detokenize([token]))
-        return self._release()
-
-    def finish(self) -> str:
-        self.text += self._decoder.decode(b"", final=True)
-        return self._release(final=True)
-
-    @property
-    def done(self) -> bool:
-        return bool(self.stopped_by)
-
-    def _release(self, final: bool = False) -> str:
-        for s in self.stop_strings:
-            at = self.text.find(s)
-            if at >= 0:
-                self.text = self.text[:at]
-                self.stopped_by = f"stop:{s!r}"
-                final = True
-        if self.max_lines and self.text.count("\n") >= self.max_lines:
-            cut = -1
-            for _ in range(self.max_lines):
-                cut = self.text.index("\n", cut + 1)
-            self.text = self.text[:cut]
-            self.stopped_by = "max_lines"
-            final = True
-        safe = len(self.text)
-        if not final:
-            for s in self.stop_strings:
-                for k in range(min(len(s) - 1, len(self.text)), 0, -1):
-                    if self.text.endswith(s[:k]):
-                        safe = min(safe, len(self.text) - k)
-                        break
-        out = self.text[self._emitted : safe]
-        self._emitted = max(self._emitted, safe)
-        return out

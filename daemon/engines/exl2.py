@@ -17,14 +17,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-
-from .base import EngineError, EngineInfo, Sampling, ShouldStop, gpt2_byte_symbols, never, sample
+from banked.daemon.engines.base import CachedEngine, EngineError, EngineInfo, gpt2_byte_symbols
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +119,7 @@ def model_fingerprint(model_dir: Path) -> str:
     return h.hexdigest()[:16]
 
 
-class Exl2Engine:
+class Exl2Engine(CachedEngine):
     def __init__(
         self,
         model_dir: Path,
@@ -135,6 +134,7 @@ class Exl2Engine:
             import torch
         except ImportError as exc:
             raise EngineError('the exl2 engine needs PyTorch with CUDA; use engine = "llamacpp"') from exc
+        super().__init__(chunk)
         if not torch.cuda.is_available():
             raise EngineError('the exl2 engine needs a CUDA GPU and none is visible; use engine = "llamacpp"')
         if cache_type not in CACHE_TYPES:
@@ -172,10 +172,7 @@ class Exl2Engine:
             ) from exc
         self.tokenizer = exllamav2.ExLlamaV2Tokenizer(config)
         self._pieces = self._byte_pieces(model_dir)
-        self._chunk = chunk
-        self._ids: list[int] = []
         self._last: Any = None  # logits after the last cached token, on the GPU
-        self._rng = np.random.default_rng(0)
         self.cache_type = cache_type
         cache_bytes = sum(t.numel() * t.element_size() for t in self.cache.all_tensors())
         self.info = EngineInfo(
@@ -229,27 +226,11 @@ class Exl2Engine:
         out = self.tokenizer.decode(self._torch.tensor([list(ids)]), decode_special_tokens=False)
         return str(out[0] if isinstance(out, list) else out).encode()
 
-    def special_id(self, text: str) -> int | None:
-        ids = self.tokenize(text, special=True)
-        return ids[0] if len(ids) == 1 else None
-
     @property
     def eos_ids(self) -> set[int]:
         return set(self._eos)
 
-    # -- the cache --------------------------------------------------------------------------
-
-    @property
-    def cached(self) -> Sequence[int]:
-        return self._ids
-
-    def truncate(self, n: int) -> None:
-        n = max(0, min(n, len(self._ids)))
-        if n == len(self._ids):
-            return
-        self.cache.current_seq_len = n
-        del self._ids[n:]
-        self._last = None
+    # -- the three primitives ---------------------------------------------------------------
 
     def _forward(self, ids: Sequence[int], want_logits: bool) -> None:
         t = self._torch.tensor([list(ids)], dtype=self._torch.long)
@@ -257,60 +238,19 @@ class Exl2Engine:
             with self._torch.inference_mode():
                 out = self.model.forward(t, self.cache, preprocess_only=not want_logits, last_id_only=want_logits)
         except self._torch.cuda.OutOfMemoryError as exc:
-            self.truncate(self.cache.current_seq_len)  # the failed chunk is not in the cache
+            self.cache.current_seq_len = len(self._ids)  # the failed chunk is not in the cache
             raise EngineError("the GPU ran out of memory during a forward pass; lower prefill_chunk") from exc
-        self._ids.extend(ids)
         self._last = out[0, -1].float() if want_logits else None
 
-    def prefill(self, ids: Sequence[int], should_stop: ShouldStop = never, chunk: int = 0) -> int:
-        chunk = min(chunk or self._chunk, self._chunk)
-        if len(self._ids) + len(ids) > self.info.n_ctx:
-            raise EngineError(
-                f"{len(self._ids) + len(ids)} tokens exceed the context of {self.info.n_ctx}; "
-                "raise n_ctx or lower the workspace budget"
-            )
-        done = 0
-        for start in range(0, len(ids), chunk):
-            if start and should_stop():
-                break
-            part = ids[start : start + chunk]
-            self._forward(part, want_logits=start + chunk >= len(ids))
-            done += len(part)
-        return done
+    def _drop_from(self, n: int) -> None:
+        self.cache.current_seq_len = n
+        self._last = None
 
-    def _logits_gpu(self) -> Any:
-        if not self._ids:
-            raise EngineError("no tokens in the cache: nothing to predict from")
-        if self._last is None:
-            last = self._ids[-2:]
-            self.truncate(len(self._ids) - len(last))
-            self._forward(last, want_logits=True)
-        return self._last
+    def _last_logits(self) -> npt.NDArray[np.float32]:
+        return np.asarray(self._last.cpu().numpy(), dtype=np.float32)
 
-    def logits(self) -> npt.NDArray[np.float32]:
-        return np.asarray(self._logits_gpu().cpu().numpy(), dtype=np.float32)
-
-    def generate(
-        self,
-        max_tokens: int,
-        stop_ids: set[int],
-        sampling: Sampling | None = None,
-        should_stop: ShouldStop = never,
-    ) -> Iterator[int]:
-        sampling = sampling or Sampling()
-        if sampling.temperature > 0:
-            self._rng = np.random.default_rng(sampling.seed)
-        for _ in range(max_tokens):
-            if should_stop() or len(self._ids) >= self.info.n_ctx:
-                return
-            if sampling.temperature <= 0:
-                token = int(self._torch.argmax(self._logits_gpu()).item())
-            else:
-                token = sample(self.logits(), sampling, self._rng)
-            if token in stop_ids:
-                return
-            yield token
-            self._forward([token], want_logits=True)
+    def _greedy(self) -> int:
+        return int(self._torch.argmax(self._last).item())  # on the GPU: no copy of the vocabulary per token
 
     # -- persistence ------------------------------------------------------------------------
 
@@ -354,6 +294,7 @@ class Exl2Engine:
         self.cache.current_seq_len = len(ids)
         self._ids = ids
         self._last = None
+        self._logits_known = False
         return list(ids)
 
     def close(self) -> None:

@@ -1,8 +1,9 @@
 """The llama.cpp engine (llama-cpp-python): GGUF weights on the CPU, the embedded default.
 
 We use llama-cpp-python's `Llama` for loading and tokenizing but drive the KV
-cache ourselves: `llama_memory_seq_rm` truncates exactly, `eval` appends a
-chunk, and logits are read from the last position only.
+cache ourselves through the base class's three primitives: `eval` appends a
+chunk, `kv_cache_seq_rm` truncates exactly, and logits are read from the last
+position only.
 """
 
 from __future__ import annotations
@@ -10,13 +11,12 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-
-from .base import EngineError, EngineInfo, Sampling, ShouldStop, never, sample
+from banked.daemon.engines.base import CachedEngine, EngineError, EngineInfo
 
 _FINGERPRINT_SAMPLE = 1 << 20
 
@@ -33,10 +33,11 @@ def model_digest(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-class LlamaCppEngine:
+class LlamaCppEngine(CachedEngine):
     def __init__(self, model_path: Path, n_ctx: int = 32768, n_threads: int = 0, chunk: int = 256):
         import llama_cpp  # heavy import: only when an engine is built
 
+        super().__init__(chunk)
         self._lib = llama_cpp
         if not model_path.is_file():
             raise EngineError(f"model file {model_path} does not exist; check `model` in config.toml")
@@ -54,11 +55,7 @@ class LlamaCppEngine:
             )
         except (ValueError, RuntimeError) as exc:
             raise EngineError(f"llama.cpp could not load {model_path}: {exc}") from exc
-        self._chunk = chunk
-        self._ids: list[int] = []
-        self._logits_valid = False
         self._n_vocab = self._llm.n_vocab()
-        self._rng = np.random.default_rng(0)
         n_ctx = self._llm.n_ctx()
         meta = self._llm.metadata
         arch = meta.get("general.architecture", "llama")
@@ -89,77 +86,22 @@ class LlamaCppEngine:
     def detokenize(self, ids: Sequence[int]) -> bytes:
         return bytes(self._llm.detokenize(list(ids), special=False))
 
-    def special_id(self, text: str) -> int | None:
-        ids = self.tokenize(text, special=True)
-        return ids[0] if len(ids) == 1 else None
-
     @property
     def eos_ids(self) -> set[int]:
         return set(self._eos)
 
-    # -- the cache --------------------------------------------------------------------------
+    # -- the three primitives ---------------------------------------------------------------
 
-    @property
-    def cached(self) -> Sequence[int]:
-        return self._ids
+    def _forward(self, ids: Sequence[int], want_logits: bool) -> None:
+        self._llm.eval(list(ids))  # computes the last position's logits either way
 
-    def truncate(self, n: int) -> None:
-        n = max(0, min(n, len(self._ids)))
-        if n == len(self._ids):
-            return
+    def _drop_from(self, n: int) -> None:
         self._llm._ctx.kv_cache_seq_rm(-1, n, -1)
         self._llm.n_tokens = n
-        del self._ids[n:]
-        self._logits_valid = False
 
-    def prefill(self, ids: Sequence[int], should_stop: ShouldStop = never, chunk: int = 0) -> int:
-        chunk = min(chunk or self._chunk, self._chunk)
-        if len(self._ids) + len(ids) > self.info.n_ctx:
-            raise EngineError(
-                f"{len(self._ids) + len(ids)} tokens exceed the context of {self.info.n_ctx}; "
-                "raise n_ctx or lower the workspace budget"
-            )
-        done = 0
-        for start in range(0, len(ids), chunk):
-            if start and should_stop():
-                break
-            part = list(ids[start : start + chunk])
-            self._llm.eval(part)
-            self._ids.extend(part)
-            self._logits_valid = True
-            done += len(part)
-        return done
-
-    def logits(self) -> npt.NDArray[np.float32]:
-        if not self._ids:
-            raise EngineError("no tokens in the cache: nothing to predict from")
-        if not self._logits_valid:
-            # Two tokens, not one: llama.cpp computes a one-token batch with another kernel
-            # (matrix-vector) whose rounding differs from the batched prefill's.
-            last = self._ids[-2:]
-            self.truncate(len(self._ids) - len(last))
-            self.prefill(last)
+    def _last_logits(self) -> npt.NDArray[np.float32]:
         ptr = self._lib.llama_get_logits_ith(self._llm._ctx.ctx, -1)
         return np.ctypeslib.as_array(ptr, shape=(self._n_vocab,)).copy()
-
-    def generate(
-        self,
-        max_tokens: int,
-        stop_ids: set[int],
-        sampling: Sampling | None = None,
-        should_stop: ShouldStop = never,
-    ) -> Iterator[int]:
-        sampling = sampling or Sampling()
-        if sampling.temperature > 0:
-            self._rng = np.random.default_rng(sampling.seed)
-        for _ in range(max_tokens):
-            if should_stop() or len(self._ids) >= self.info.n_ctx:
-                return
-            token = sample(self.logits(), sampling, self._rng)
-            if token in stop_ids:
-                return
-            yield token
-            self.prefill([token])
 
     # -- persistence ------------------------------------------------------------------------
 
@@ -181,7 +123,7 @@ class LlamaCppEngine:
         self._llm.n_tokens = len(ids)
         self._llm.input_ids[: len(ids)] = ids
         self._ids = ids
-        self._logits_valid = False
+        self._logits_known = False
         return list(ids)
 
     def close(self) -> None:

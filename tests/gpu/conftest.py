@@ -35,7 +35,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def exl2_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from banked.daemon.convert import convert
+    from banked.daemon.cli.convert import convert
     from tinyhf import write_tiny_qwen2_hf
 
     base = tmp_path_factory.mktemp("exl2")

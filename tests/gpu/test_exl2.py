@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from banked.daemon.config import Config
-from banked.daemon.engines.base import TextStream
-from banked.daemon.templates import template_for
-from banked.daemon.workspace import Workspace
-from banked.daemon.wscache import Generation, WorkspaceCache, run_generation
+from banked.daemon.context.cursor import Cursor
+from banked.daemon.context.templates import template_for
+from banked.daemon.context.workspace import Workspace
+from banked.daemon.context.wscache import WorkspaceCache
+from banked.daemon.engines.generation import Generation, TextStream, run_generation
 
 FP16_TOL = 2e-2  # logits in fp16: chunked and token-by-token sum in other orders
 
@@ -86,7 +87,7 @@ def test_incremental_updates_equal_a_fresh_prefill(exl2_model: Path, tmp_path: P
             wc.sync()
         else:
             text = p.read_text()
-            g = Generation(wc.fim_tail(rel, text, 3, 4), set(), 4, TextStream(e))
+            g = Generation(wc.fim_tail(rel, Cursor.at(text, 3, 4)), set(), 4, TextStream(e))
             assert run_generation(wc, g)
         seq = list(e.cached)
         inc = e.logits()

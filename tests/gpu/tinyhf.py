@@ -1,7 +1,7 @@
 """A tiny random Qwen2 model in HF format with a byte-level BPE tokenizer, for the exl2 tests.
 
 Made on the GPU machine (transformers + tokenizers), then converted to EXL2 with
-exllamav2's converter through `banked.daemon.convert`.
+exllamav2's converter through `banked.daemon.cli.convert`.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from banked.daemon.context.cursor import Cursor
 from tree_sitter import Node, Parser, Tree
 
 EXTENSIONS = {
@@ -306,15 +307,6 @@ def imports(p: Parsed) -> list[str]:
     return out
 
 
-def _byte_offset(p: Parsed, line: int, col: int) -> int:
-    """Byte offset of (line, col) with col in characters, clamped to the text."""
-    lines = p.source.split(b"\n")
-    line = max(0, min(line, len(lines) - 1))
-    prefix = sum(len(x) + 1 for x in lines[:line])
-    chars = lines[line].decode("utf-8", "replace")[:col]
-    return prefix + len(chars.encode("utf-8"))
-
-
 def ancestors_of_range(p: Parsed, start: int, end: int) -> list[Node]:
     """The nodes containing the byte range [start, end], innermost first.
 
@@ -331,9 +323,9 @@ def ancestors_of_range(p: Parsed, start: int, end: int) -> list[Node]:
     return [n for n in reversed(path) if n is not None]
 
 
-def in_inline_context(p: Parsed, line: int, col: int) -> bool:
+def in_inline_context(p: Parsed, cursor: Cursor) -> bool:
     """True inside a string, comment, argument or parameter list that is still open at the cursor."""
-    off = _byte_offset(p, line, col)
+    off = cursor.byte_offset
     for n in ancestors_of_range(p, max(off - 1, 0), off):
         if n.type in INLINE_CONTEXTS and n.start_byte < off and (n.end_byte > off or n.has_error or n.is_missing):
             return True

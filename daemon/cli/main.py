@@ -16,22 +16,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeRemainingColumn,
-)
-
-from . import config, model_store, paths, rpc, system_service
-from .client import Client, DaemonUnavailable, connect, wait_for_exit
-from .system_service import ServiceError
-
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+from banked.daemon import config, paths
+from banked.daemon.cli import system_service
+from banked.daemon.cli.console import client, err, out, stream_call
+from banked.daemon.cli.system_service import ServiceError
+from banked.daemon.engines import model_store
+from banked.daemon.ipc import protocol, rpc
+from banked.daemon.ipc.client import Client, DaemonUnavailable, connect, wait_for_exit
+from msgspec import Struct
 
 
 class CliError(Exception):
@@ -63,60 +55,6 @@ def parse_range(spec: str, required: bool) -> tuple[Path, int | None, int | None
 # -- helpers -----------------------------------------------------------------------------------
 
 
-def bytes_progress(label: str) -> Progress:
-    return Progress(
-        TextColumn(label), BarColumn(), DownloadColumn(), TimeRemainingColumn(), console=err, transient=True
-    )
-
-
-def ensure_model() -> None:
-    """Assemble the embedded model here, with a progress bar, before a daemon needs it."""
-    cfg = config.load()
-    if cfg.model or model_store.is_ready():
-        return
-    with bytes_progress("assembling the default model") as bar:
-        task = bar.add_task("model", total=model_store.DEFAULT_MODEL_SIZE)
-        model_store.ensure_default_model(lambda done, total: bar.update(task, completed=done))
-
-
-def client() -> Client:
-    ensure_model()
-    with err.status("starting the banked daemon…"):
-        return connect(autostart=True)
-
-
-def stream_call(c: Client, method: str, params: dict[str, Any], show: bool = True, progress_label: str = "") -> Any:
-    """Call `method`, printing streamed text or a progress bar while it runs."""
-    bar: Progress | None = None
-    task = None
-
-    def on_notify(name: str, p: Any) -> None:
-        nonlocal bar, task
-        if name == "banked/text" and show:
-            out.print(p.get("text", ""), end="", markup=False, soft_wrap=True)
-        elif name == "banked/progress" and progress_label:
-            if bar is None:
-                bar = Progress(
-                    TextColumn(progress_label),
-                    BarColumn(),
-                    TaskProgressColumn(),
-                    TextColumn("{task.completed}/{task.total} tokens"),
-                    TimeRemainingColumn(),
-                    console=err,
-                    transient=True,
-                )
-                bar.start()
-                task = bar.add_task("t", total=p["total"])
-            assert task is not None
-            bar.update(task, completed=p["done"], total=p["total"])
-
-    try:
-        return c.call(method, params, on_notify)
-    finally:
-        if bar is not None:
-            bar.stop()
-
-
 def atomic_write(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".banked")
     try:
@@ -131,23 +69,13 @@ def atomic_write(path: Path, text: str) -> None:
         raise
 
 
-def apply_replacement(text: str, start: int, end: int, replacement: str) -> str:
-    """`text` with lines start..end (1-based) replaced, in the file's own line ending."""
-    lines = text.splitlines(keepends=True)
-    eol = "\r\n" if "\r\n" in text else "\n"
-    replacement = replacement.replace("\r\n", "\n").replace("\n", eol)
-    if replacement and not replacement.endswith(eol) and end < len(lines):
-        replacement += eol
-    return "".join(lines[: start - 1]) + replacement + "".join(lines[end:])
-
-
 # -- commands ----------------------------------------------------------------------------------
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .engines import EngineError, make_engine
-    from .server import AlreadyRunning, serve
-    from .service import Daemon
+    from banked.daemon.engines import EngineError, make_engine
+    from banked.daemon.serving.server import AlreadyRunning, serve
+    from banked.daemon.serving.service import Daemon
 
     level = logging.DEBUG if os.environ.get("BANKED_DEBUG") else logging.INFO
     handlers: list[logging.Handler] = [logging.StreamHandler()]
@@ -159,7 +87,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if not activated:
             c = Client.connect()
             c.sock.settimeout(10)
-            pid = c.call("ping").get("pid")
+            pid = c.request(protocol.PING).pid
             c.close()
             err.print(f"a banked daemon is already running (pid {pid}) on {paths.socket_path()}")
             return 1
@@ -185,13 +113,17 @@ def cmd_stop(args: argparse.Namespace) -> int:
         out.print("no banked daemon is running")
         return 0
     with c:
-        pid = c.call("ping")["pid"]
-        c.call("stop")
+        pid = c.request(protocol.PING).pid
+        c.request(protocol.STOP)
     with err.status("waiting for the daemon to write its snapshot and exit…"):
         if not wait_for_exit():
             raise CliError(f"the daemon (pid {pid}) did not exit within 120 s; see {paths.log_dir()}")
     out.print(f"stopped the banked daemon (pid {pid}); its snapshot is written")
     return 0
+
+
+def print_json(value: Any) -> None:
+    print(json.dumps(protocol.encode(value) if isinstance(value, Struct) else value, indent=2))
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -204,72 +136,73 @@ def cmd_status(args: argparse.Namespace) -> int:
         out.print(str(exc))
         return 1
     with c:
-        st = c.call("status")
+        st = c.request(protocol.STATUS)
     if args.json:
-        print(json.dumps({"running": True, **st}, indent=2))
+        print_json({"running": True, **protocol.encode(st)})
         return 0
-    e = st["engine"]
-    out.print(f"[bold]banked[/] {st['version']} — daemon pid {st['pid']}, up {st['uptime_s']:.0f}s")
-    out.print(f"engine [bold]{e['name']}[/] · model {e['model']} · device {e['device']}")
+    e = st.engine
+    out.print(f"[bold]banked[/] {st.version} — daemon pid {st.pid}, up {st.uptime_s:.0f}s")
+    out.print(f"engine [bold]{e.name}[/] · model {e.model} · device {e.device}")
     out.print(
-        f"cache {st['cached_tokens']:,} / {st['capacity']:,} tokens "
-        f"({e['bytes_per_token'] * st['cached_tokens'] / 2**20:.1f} MiB)"
+        f"cache {st.cached_tokens:,} / {st.capacity:,} tokens ({e.bytes_per_token * st.cached_tokens / 2**20:.1f} MiB)"
     )
-    x = e.get("extra", {})
+    x = e.extra
     if "vram_weights_bytes" in x:
         out.print(
             f"VRAM: weights {x['vram_weights_bytes'] / 2**30:.2f} GiB, "
             f"{x['cache_type']} cache {x['vram_cache_bytes'] / 2**30:.2f} GiB"
         )
-    for w in st["workspaces"]:
-        mark = "[bold green]●[/] " if w["active"] else "  "
-        out.print(f"{mark}{w['root']}", soft_wrap=True)
-        out.print(f"    {w['files']} files, {w['tokens'] or '-'} tokens, snapshot {w['snapshot']}", soft_wrap=True)
-    out.print(f"socket {st['socket']}", soft_wrap=True)
+    for w in st.workspaces:
+        mark = "[bold green]●[/] " if w.active else "  "
+        out.print(f"{mark}{w.root}", soft_wrap=True)
+        out.print(f"    {w.files} files, {w.tokens or '-'} tokens, snapshot {w.snapshot}", soft_wrap=True)
+    out.print(f"socket {st.socket}", soft_wrap=True)
     return 0
 
 
 def cmd_warm(args: argparse.Namespace) -> int:
     root = Path(args.dir).resolve()
     with client() as c:
-        res = stream_call(c, "warm", {"root": str(root)}, progress_label="warming")
+        res = stream_call(c, protocol.WARM, protocol.WarmParams(root=str(root)), progress_label="warming")
     if args.json:
-        print(json.dumps(res, indent=2))
+        print_json(res)
     else:
         out.print(
-            f"warmed {res['root']}: {res['files']} files, {res['tokens']:,} tokens "
-            f"({res['prefilled_tokens']:,} prefilled) in {res['seconds']:.2f}s"
+            f"warmed {res.root}: {res.files} files, {res.tokens:,} tokens "
+            f"({res.prefilled_tokens:,} prefilled) in {res.seconds:.2f}s"
         )
-        if res["dropped"]:
-            out.print(f"{len(res['dropped'])} files did not fit the token budget")
+        if res.dropped:
+            out.print(f"{len(res.dropped)} files did not fit the token budget")
+        for warning in res.warnings:
+            err.print(f"[yellow]warning:[/] {warning}")
     return 0
+
+
+def workspace_arg(args: argparse.Namespace) -> str | None:
+    return str(Path(args.workspace).resolve()) if args.workspace else None
 
 
 def cmd_complete(args: argparse.Namespace) -> int:
     path, line, col = parse_location(args.location)
-    params: dict[str, Any] = {"path": str(path), "line": line - 1, "col": col - 1}
-    if args.workspace:
-        params["workspace"] = str(Path(args.workspace).resolve())
-    if args.max_tokens:
-        params["max_tokens"] = args.max_tokens
+    params = protocol.CompleteParams(
+        path=str(path), line=line - 1, col=col - 1, workspace=workspace_arg(args), max_tokens=args.max_tokens or None
+    )
     with client() as c:
-        res = stream_call(c, "complete", params, show=False)
+        res = stream_call(c, protocol.COMPLETE, params, show=False)
     if args.json:
-        print(json.dumps(res, indent=2))
+        print_json(res)
     else:
-        print(res["text"])
+        print(res.text)
     return 0
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
     path, start, end = parse_range(args.target, required=False)
-    params: dict[str, Any] = {"path": str(path), "start_line": start, "end_line": end}
-    if args.workspace:
-        params["workspace"] = str(Path(args.workspace).resolve())
+    params = protocol.ChatParams(path=str(path), start_line=start, end_line=end, workspace=workspace_arg(args))
     with client() as c:
-        res = stream_call(c, "explain", params, show=not args.json)
+        res = stream_call(c, protocol.EXPLAIN, params, show=not args.json)
     if args.json:
-        print(json.dumps(res, indent=2))
+        print_json(res)
     else:
         out.print()
     return 0
@@ -277,22 +210,22 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def cmd_refactor(args: argparse.Namespace) -> int:
     path, start, end = parse_range(args.target, required=True)
-    params: dict[str, Any] = {"path": str(path), "start_line": start, "end_line": end, "instruction": args.instruction}
-    if args.workspace:
-        params["workspace"] = str(Path(args.workspace).resolve())
+    params = protocol.RefactorParams(
+        path=str(path), start_line=start, end_line=end, instruction=args.instruction, workspace=workspace_arg(args)
+    )
     with client() as c, err.status("refactoring…"):
-        res = stream_call(c, "refactor", params, show=False)
+        res = stream_call(c, protocol.REFACTOR, params, show=False)
     old = path.read_bytes().decode("utf-8")  # exactly as on disk: CRLF files stay CRLF
-    if hashlib.sha256(old.encode()).hexdigest() != res["digest"]:
+    if hashlib.sha256(old.encode()).hexdigest() != res.digest:
         raise CliError(f"{path} changed while the refactor ran; nothing written, run it again")
-    new = apply_replacement(old, res["start_line"], res["end_line"], res["replacement"])
+    new = protocol.replace_lines(old, res.start_line, res.end_line, res.replacement)
     diff = "".join(
         difflib.unified_diff(
-            old.splitlines(keepends=True), new.splitlines(keepends=True), f"a/{res['path']}", f"b/{res['path']}"
+            old.splitlines(keepends=True), new.splitlines(keepends=True), f"a/{res.path}", f"b/{res.path}"
         )
     )
     if args.json:
-        print(json.dumps({**res, "diff": diff}, indent=2))
+        print_json({**protocol.encode(res), "diff": diff})
     else:
         print(diff or "(no change)", end="" if diff else "\n")
     if args.apply and diff:
@@ -302,7 +235,7 @@ def cmd_refactor(args: argparse.Namespace) -> int:
 
 
 def cmd_model_convert(args: argparse.Namespace) -> int:
-    from .convert import ConvertError, convert
+    from banked.daemon.cli.convert import ConvertError, convert
 
     out_dir = Path(args.out).resolve()
     try:
@@ -347,9 +280,9 @@ def cmd_service_status(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from banked.daemon.cli.demo import run_demo
 
-    return run_demo(out, err, client)
+    return run_demo()
 
 
 def build_parser() -> argparse.ArgumentParser:

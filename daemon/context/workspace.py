@@ -24,8 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pathspec
-
-from . import secrets
+from banked.daemon.context import secrets
 
 log = logging.getLogger(__name__)
 

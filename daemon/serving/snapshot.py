@@ -33,10 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
-
-from . import faults, paths
-from .engines.base import Engine, EngineError
-from .wscache import common_prefix
+from banked.daemon import faults, paths
+from banked.daemon.engines.base import Engine, EngineError, common_prefix
 
 log = logging.getLogger(__name__)
 FORMAT = 2

@@ -14,7 +14,7 @@ import posixpath
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from . import syntax
+from banked.daemon.context import syntax
 
 SYMBOL_MAP_PATH = "<symbol map>"  # the segment's name: never a real file's path
 

@@ -20,15 +20,21 @@ from pathlib import Path
 from typing import IO, Any
 
 import msgpack
-
-from . import paths, rpc
-from .engines.base import EngineError
-from .service import Call, Daemon, UserError
+from banked.daemon import paths
+from banked.daemon.engines.base import EngineError
+from banked.daemon.ipc import protocol, rpc
+from banked.daemon.serving.call import Call, UserError
+from banked.daemon.serving.service import Daemon
+from msgspec import Struct
 
 log = logging.getLogger(__name__)
 
 
 class AlreadyRunning(RuntimeError):
+    pass
+
+
+class UnknownMethod(LookupError):
     pass
 
 
@@ -112,13 +118,13 @@ class Connection:
 
     def dispatch(self, msg: rpc.Message) -> None:
         if msg.kind == rpc.NOTIFICATION:
-            if msg.method == "cancel" and isinstance(msg.params, dict):
+            if msg.method == protocol.CANCEL and isinstance(msg.params, dict):
                 target = msg.params.get("id")
                 call = self.calls.get(target) if isinstance(target, int) else None
                 if call:
                     call.cancel()
-            elif msg.method == "overlay":
-                self.spawn(self.run(Call(-1, self.notify, self.id), "overlay", msg.params, reply=False))
+            elif msg.method == protocol.OVERLAY:
+                self.spawn(self.run(Call(-1, self.notify, self.id), protocol.OVERLAY, msg.params, reply=False))
             return
         if msg.kind == rpc.REQUEST:
             assert msg.id is not None and msg.method is not None
@@ -132,19 +138,14 @@ class Connection:
         task.add_done_callback(self.tasks.discard)
 
     async def run(self, call: Call, method: str, params: Any, reply: bool = True) -> None:
-        handler = self.d.methods().get(method)
         error: dict[str, str] | None = None
         result: Any = None
         try:
-            if method == "stop":
-                result = {"stopping": True}
-                asyncio.get_running_loop().call_later(0.05, self.d_stop)
-            elif handler is None:
-                error = {"code": "unknown_method", "message": f"unknown method {method!r}"}
-            else:
-                result = await handler(call, params)
-        except UserError as exc:
-            error = {"code": exc.code, "message": str(exc)}
+            result = protocol.encode(await self.handle(call, method, params))
+        except (UserError, protocol.BadParams) as exc:
+            error = {"code": "bad_request", "message": str(exc)}
+        except UnknownMethod as exc:
+            error = {"code": "unknown_method", "message": str(exc)}
         except EngineError as exc:
             error = {"code": "engine", "message": str(exc)}
         except Exception as exc:  # a bug in one request must not take the daemon down
@@ -156,6 +157,18 @@ class Connection:
             self.send(rpc.response(call.id, error, result))
             with contextlib.suppress(ConnectionError):
                 await self.writer.drain()
+
+    async def handle(self, call: Call, method: str, raw: Any) -> Struct:
+        """Validate the params into the method's structure, then run the daemon's coroutine of that name."""
+        m = protocol.METHODS.get(method)
+        if m is None:
+            raise UnknownMethod(f"unknown method {method!r}")
+        params = m.decode_params(raw)
+        if m is protocol.STOP:
+            asyncio.get_running_loop().call_later(0.05, self.d_stop)
+            return protocol.StopResult(stopping=True)
+        result: Struct = await getattr(self.d, m.name)(call, params)
+        return result
 
     def d_stop(self) -> None:
         os.kill(os.getpid(), signal.SIGTERM)

@@ -14,7 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import paths, rpc
+from banked.daemon import paths
+from banked.daemon.ipc import protocol, rpc
+from banked.daemon.ipc.protocol import P, R
 
 OnNotify = Callable[[str, Any], None]
 
@@ -77,20 +79,26 @@ class Client:
             if msg.kind == rpc.NOTIFICATION and on_notify is not None:
                 on_notify(msg.method or "", msg.params)
 
+    def request(self, method: protocol.Method[P, R], params: P | None = None, on_notify: OnNotify | None = None) -> R:
+        """A typed request: params and result are the method's structures (protocol.py)."""
+        raw = self.call(method.name, protocol.encode(params) if params is not None else {}, on_notify)
+        return method.decode_result(raw)
+
     def call(self, method: str, params: Any = None, on_notify: OnNotify | None = None) -> Any:
+        """An untyped request, as plain values (tests and tools that speak the wire directly)."""
         msgid = self.send_request(method, params if params is not None else {})
         try:
             return self.wait(msgid, on_notify)
         except KeyboardInterrupt:
             with contextlib.suppress(OSError):
-                self.notify("cancel", {"id": msgid})
+                self.notify(protocol.CANCEL, {"id": msgid})
             raise
 
 
-def daemon_alive() -> bool:
+def daemon_alive(sock: Path | None = None) -> bool:
     """True while a daemon holds its lock: serving, or still writing its snapshot on the way out."""
     try:
-        with paths.lock_file().open("a") as f:
+        with paths.lock_file(sock).open("a") as f:
             fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
     except FileNotFoundError:
         return False
@@ -99,18 +107,22 @@ def daemon_alive() -> bool:
     return False
 
 
-def wait_for_exit(timeout: float = 120.0) -> bool:
+def wait_for_exit(timeout: float = 120.0, sock: Path | None = None) -> bool:
     deadline = time.monotonic() + timeout
-    while daemon_alive():
+    while daemon_alive(sock):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)
     return True
 
 
-def start_daemon(log_file: Path | None = None) -> subprocess.Popen[bytes]:
-    """Start `banked serve` detached from this terminal; its output goes to the log dir."""
-    log_file = paths.private_file(log_file or paths.log_dir() / "daemon.log")
+def start_daemon(sock: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start `banked serve` detached from this terminal, serving `sock` (default: the usual socket); its
+    output goes to the log dir."""
+    log_file = paths.private_file(paths.log_dir() / "daemon.log")
+    env = os.environ.copy()
+    if sock is not None:
+        env["BANKED_SOCKET"] = str(sock)
     with log_file.open("ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "banked.daemon", "serve"],
@@ -118,31 +130,35 @@ def start_daemon(log_file: Path | None = None) -> subprocess.Popen[bytes]:
             stdout=out,
             stderr=out,
             start_new_session=True,
-            env=os.environ.copy(),
+            env=env,
         )
 
 
-def connect(autostart: bool = True, timeout: float = 180.0) -> Client:
-    """A client of the running daemon, starting one when none runs (unless told not to)."""
+def connect(autostart: bool = True, timeout: float = 180.0, sock: Path | None = None) -> Client:
+    """A client of the daemon on `sock` (default: the usual socket), starting one when none runs (unless
+    told not to)."""
     try:
-        return Client.connect()
+        return Client.connect(sock)
     except (FileNotFoundError, ConnectionRefusedError):
         if not autostart:
-            raise DaemonUnavailable("no banked daemon is running; start one with `banked serve`") from None
-    if not wait_for_exit(timeout):  # one is shutting down: let it finish, then start afresh
+            raise DaemonUnavailable(
+                "no banked daemon is running; any banked command starts one (`banked warm DIR`), "
+                "or install the background service with `banked service install`"
+            ) from None
+    if not wait_for_exit(timeout, sock):  # one is shutting down: let it finish, then start afresh
         raise DaemonUnavailable(f"a banked daemon is stuck shutting down; see {paths.log_dir()}")
-    proc = start_daemon()
+    proc = start_daemon(sock)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            return Client.connect()
+            return Client.connect(sock)
         except (FileNotFoundError, ConnectionRefusedError):
             pass
         if proc.poll() is not None:
             # Lost a race with another starter? Then its daemon is the one to use.
             with contextlib.suppress(FileNotFoundError, ConnectionRefusedError):
                 time.sleep(0.5)
-                return Client.connect()
+                return Client.connect(sock)
             log = paths.log_dir() / "daemon.log"
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
             raise DaemonUnavailable(f"the daemon exited with status {proc.returncode}:\n{tail}")

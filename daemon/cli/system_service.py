@@ -21,7 +21,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__, paths
+from banked.daemon import __version__, paths
 
 SERVICE = "banked.service"
 SOCKET = "banked.socket"

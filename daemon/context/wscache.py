@@ -10,36 +10,31 @@ prefill of the same tokens: exact by construction.
 
 Unsaved editor contents ("overlays") reach the prefix only through `compact`,
 run at idle time; the keystroke path changes nothing but the tail.
+
+Locking: a WorkspaceCache guards its tables (files, overlays, plan) with its
+own lock; every public method that touches them holds it, and only for that
+in-memory work, never across a model call or a disk read. Callers on the
+daemon's event loop reach these methods through a thread, since the lock may
+be held while a new plan is tokenized.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import numpy as np
-
-from . import repomap, secrets
-from .config import Config
-from .engines.base import Engine, Sampling, ShouldStop, TextStream, never
-from .templates import QwenCoderTemplate
-from .workspace import Workspace, digest
+from banked.daemon.config import Config
+from banked.daemon.context import repomap, secrets
+from banked.daemon.context.cursor import Cursor
+from banked.daemon.context.templates import QwenCoderTemplate
+from banked.daemon.context.workspace import Changes, Workspace, digest
+from banked.daemon.engines.base import Engine, OnProgress, ShouldStop, common_prefix, never
 
 #: Room kept free after the prefix for a FIM or chat tail and its answer.
 TAIL_RESERVE = 4096
 #: At most this many characters before the cursor are tokenized for a tail (more than TAIL_RESERVE tokens).
 TAIL_CHARS = 8 * TAIL_RESERVE
-
-
-def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    if n == 0:
-        return 0
-    x = np.asarray(a[:n], dtype=np.int64)
-    y = np.asarray(b[:n], dtype=np.int64)
-    diff = np.flatnonzero(x != y)
-    return int(diff[0]) if diff.size else n
 
 
 @dataclass(frozen=True)
@@ -79,6 +74,7 @@ class WorkspaceCache:
         self._plan: Plan | None = None
         self.repomap = repomap.RepoMap()
         self._selection: set[str] | None = None  # files chosen when over budget (kept while churn is small)
+        self.lock = threading.RLock()
 
     # -- the desired prefix ----------------------------------------------------------------
 
@@ -87,7 +83,16 @@ class WorkspaceCache:
         return max(0, self.engine.info.n_ctx - min(TAIL_RESERVE, self.engine.info.n_ctx // 4))
 
     def invalidate(self) -> None:
-        self._plan = None
+        with self.lock:
+            self._plan = None
+
+    def apply(self, changes: Changes) -> set[str]:
+        """Apply what `Workspace.read_changes` found (read outside the lock); returns the changed paths."""
+        with self.lock:
+            changed = self.ws.apply(changes)
+            if changed:
+                self._plan = None
+            return changed
 
     @property
     def last_plan(self) -> Plan | None:
@@ -117,8 +122,10 @@ class WorkspaceCache:
         return sorted(views.values(), key=lambda v: (v.key, v.path))
 
     def plan(self) -> Plan:
-        if self._plan is not None:
-            return self._plan
+        with self.lock:
+            return self._plan if self._plan is not None else self._make_plan()
+
+    def _make_plan(self) -> Plan:
         header = self.tpl.header(self.ws.root.name)
         views = self._views()
         sized = [(v, self._count(v)) for v in views]
@@ -194,10 +201,11 @@ class WorkspaceCache:
 
     def touch(self, path: str) -> None:
         """A file the user works on (completed in): it steers the selection when over budget."""
-        if path not in self._recent:
-            self._recent[path] = time.time_ns()
-            if self._selection is not None:
-                self.invalidate()
+        with self.lock:
+            if path not in self._recent:
+                self._recent[path] = time.time_ns()
+                if self._selection is not None:
+                    self._plan = None
 
     # -- keeping the engine equal to the plan ----------------------------------------------
 
@@ -205,73 +213,66 @@ class WorkspaceCache:
         """How much of the desired prefix the cache holds right now (a completion uses this)."""
         return common_prefix(self.engine.cached, self.plan().ids)
 
+    def prefix(self) -> list[int]:
+        """The part of the plan the cache holds: what a completion or a chat turn runs after."""
+        ids = self.plan().ids
+        return ids[: common_prefix(self.engine.cached, ids)]
+
     @property
     def synced(self) -> bool:
         return self.usable_prefix() == len(self.plan().ids)
 
-    def sync(self, should_stop: ShouldStop = never, on_progress: Callable[[int, int], None] | None = None) -> int:
+    def sync(self, should_stop: ShouldStop = never, on_progress: OnProgress | None = None) -> int:
         """Bring the cache to the plan, in chunks; returns tokens prefilled (stops early if asked)."""
-        ids = self.plan().ids
-        n = common_prefix(self.engine.cached, ids)
-        self.engine.truncate(n)
-        done = 0
-        chunk = self.engine.info.chunk
-        while n + done < len(ids):
-            if done and should_stop():
-                break
-            step = self.engine.prefill(ids[n + done : n + done + chunk], chunk=chunk)
-            done += step
-            if on_progress:
-                on_progress(n + done, len(ids))
-        return done
+        return self.engine.catch_up(self.plan().ids, should_stop, on_progress)
 
     # -- overlays --------------------------------------------------------------------------
 
     def set_overlay(self, path: str, text: str | None) -> None:
-        if text is None:
-            self.overlays.pop(path, None)
-        else:
-            self.overlays[path] = text
-            self._recent[path] = time.time_ns()
+        with self.lock:
+            if text is None:
+                self.overlays.pop(path, None)
+            else:
+                self.overlays[path] = text
+                self._recent[path] = time.time_ns()
+
+    def overlay(self, path: str) -> str | None:
+        with self.lock:
+            return self.overlays.get(path)
 
     def compact(self) -> bool:
         """Fold live overlays into the prefix (idle time only); True if the plan changed."""
-        new: dict[str, tuple[str, int]] = {}
-        for p, text in self.overlays.items():
-            old = self._committed.get(p)
-            disk = self.ws.files.get(p)
-            if disk is not None and disk.text == text:
-                continue  # saved: the disk copy is the same text
-            new[p] = old if old and old[0] == text else (text, time.time_ns())
-        changed = new != self._committed
-        self._committed = new
-        if changed:
-            self.invalidate()
-        return changed
+        with self.lock:
+            new: dict[str, tuple[str, int]] = {}
+            for p, text in self.overlays.items():
+                old = self._committed.get(p)
+                disk = self.ws.files.get(p)
+                if disk is not None and disk.text == text:
+                    continue  # saved: the disk copy is the same text
+                new[p] = old if old and old[0] == text else (text, time.time_ns())
+            changed = new != self._committed
+            self._committed = new
+            if changed:
+                self._plan = None
+            return changed
 
     # -- tails -----------------------------------------------------------------------------
 
-    def fim_tail(self, path: str, text: str, line: int, col: int) -> list[int]:
-        """The FIM tail for a cursor at (line, col), 0-based, col in characters.
+    def fim_tail(self, path: str, cursor: Cursor, max_tokens: int | None = None) -> list[int]:
+        """The FIM tail for `cursor` in the buffer of `path`, leaving room for `max_tokens` of answer.
 
-        The prefix window starts on a line aligned to 50, so it does not move while the
-        user types; the suffix is cut to `suffix_tokens` at a line boundary where possible.
+        The prefix window starts on a line aligned to 50, so it does not move while the user types;
+        the suffix is cut to `suffix_tokens` at a line boundary where possible.
         """
-        lines = text.split("\n")
-        line = max(0, min(line, len(lines) - 1))
-        col = max(0, min(col, len(lines[line])))
-        start = 0
-        if line > self.cfg.prefix_lines:
-            start = ((line - self.cfg.prefix_lines) // 50 + 1) * 50
         # Characters are bounded before tokenizing: a one-line 4 MB file must not become 4 MB of tokens.
-        before = "\n".join(lines[start:line] + [lines[line][:col]])[-TAIL_CHARS:]
-        after = "\n".join([lines[line][col:], *lines[line + 1 : line + 1 + max(self.cfg.suffix_tokens, 0)]])
-        after = after[: 16 * max(self.cfg.suffix_tokens, 0)]
+        before = cursor.window(self.cfg.prefix_lines)[-TAIL_CHARS:]
+        limit = max(self.cfg.suffix_tokens, 0)
+        after = "\n".join([cursor.rest, *cursor.below(limit)])[: 16 * limit]
         if not self.cfg.include_secrets:
             before, after = secrets.redact(before), secrets.redact(after)
         b = self.tpl.tokens(before)
         a = self._suffix_window(after)
-        room = TAIL_RESERVE - self.cfg.max_tokens - len(a) - 32
+        room = TAIL_RESERVE - (self.cfg.max_tokens if max_tokens is None else max_tokens) - len(a) - 32
         if len(b) > room:
             b = b[len(b) - max(room, 0) :]
         return self.tpl.fim(path, b, a)
@@ -287,78 +288,3 @@ class WorkspaceCache:
             lines = lines[:-1]
             ids = self.tpl.tokens("\n".join(lines) + "\n")
         return ids[:limit]
-
-
-@dataclass
-class Generation:
-    """One streamed answer; resumable, so a completion can preempt an explanation."""
-
-    tail: list[int]
-    stops: set[int]
-    max_tokens: int
-    stream: TextStream
-    on_text: Callable[[str], None] = lambda _t: None
-    sampling: Sampling = field(default_factory=Sampling)
-    generated: list[int] = field(default_factory=list)
-    reused_tokens: int = -1
-    prefilled_tokens: int = 0
-    started: float = field(default_factory=time.perf_counter)
-    ttft_s: float | None = None
-    finished: bool = False
-
-    def metrics(self) -> dict[str, float | int]:
-        now = time.perf_counter()
-        return {
-            "reused_tokens": max(self.reused_tokens, 0),
-            "prefilled_tokens": self.prefilled_tokens,
-            "generated_tokens": len(self.generated),
-            "ttft_ms": round(1000 * (self.ttft_s if self.ttft_s is not None else now - self.started), 1),
-            "total_ms": round(1000 * (now - self.started), 1),
-        }
-
-
-def run_generation(
-    wc: WorkspaceCache, g: Generation, cancelled: ShouldStop = never, preempted: ShouldStop = never
-) -> bool:
-    """Advance `g` on the workspace's cache; True when it is finished (done, stopped or cancelled)."""
-    engine = wc.engine
-    prefix = wc.plan().ids[: wc.usable_prefix()]
-    seq = prefix + g.tail + g.generated
-    n = common_prefix(engine.cached, seq)
-    if g.reused_tokens < 0:
-        g.reused_tokens = n
-    engine.truncate(n)
-
-    yielded = False
-
-    def stop() -> bool:
-        nonlocal yielded
-        if cancelled():
-            return True
-        yielded = preempted()
-        return yielded
-
-    chunk = engine.info.chunk
-    while len(engine.cached) < len(seq):
-        if stop():
-            return not yielded
-        g.prefilled_tokens += engine.prefill(seq[len(engine.cached) : len(engine.cached) + chunk])
-    for tok in engine.generate(g.max_tokens - len(g.generated), g.stops, g.sampling, stop):
-        g.generated.append(tok)
-        text = g.stream.feed(tok)
-        if g.ttft_s is None:
-            g.ttft_s = time.perf_counter() - g.started
-        if text:
-            g.on_text(text)
-        if g.stream.done:
-            break
-    if yielded and not g.stream.done:
-        return False
-    rest = g.stream.finish()
-    if rest:
-        g.on_text(rest)
-    # Generated tokens were decoded one at a time (another kernel, other rounding): drop them, so
-    # everything left in the cache came from a batched prefill and equals a fresh one exactly.
-    engine.truncate(len(prefix) + len(g.tail))
-    g.finished = True
-    return True

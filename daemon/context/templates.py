@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .engines.base import Engine, EngineError
+from banked.daemon.context import prompts
+from banked.daemon.engines.base import Engine, EngineError
 
 QWEN_SPECIALS = (
     "<|repo_name|>",
@@ -22,11 +23,6 @@ QWEN_SPECIALS = (
     "<|endoftext|>",
     "<|im_start|>",
     "<|im_end|>",
-)
-
-SYSTEM_PROMPT = (
-    "You are banked, a coding assistant running on the user's machine. The files above are "
-    "the user's workspace; use them as context. Be precise and brief."
 )
 
 
@@ -67,7 +63,7 @@ class QwenCoderTemplate:
             self.sp["<|fim_middle|>"],
         ]
 
-    def chat(self, user: str, system: str = SYSTEM_PROMPT) -> list[int]:
+    def chat(self, user: str, system: str = prompts.SYSTEM) -> list[int]:
         s, e = self.sp["<|im_start|>"], self.sp["<|im_end|>"]
         return [
             s,

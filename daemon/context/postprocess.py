@@ -12,9 +12,11 @@ Two parts, both plain functions so each rule is tested on a real snippet:
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from . import syntax
+from banked.daemon.context import syntax
+from banked.daemon.context.cursor import Cursor
 
 OPEN, CLOSE = "([{", ")]}"
 PAIR = dict(zip(CLOSE, OPEN, strict=True))
@@ -37,59 +39,54 @@ def indent_of(line: str) -> int:
     return len(line) - len(line.lstrip(" \t"))
 
 
-def _unclosed(s: str) -> list[str]:
-    stack: list[str] = []
-    quote = ""
+def _brackets(s: str) -> Iterator[str]:
+    """The brackets of `s` outside string literals (a rough lexer: quotes toggle, backslashes escape)."""
+    quote, escaped = "", False
     for c in s:
         if quote:
-            quote = "" if c == quote else quote
-        elif c in "'\"`":
-            quote = c
-        elif c in OPEN:
-            stack.append(c)
-        elif c in CLOSE and stack and stack[-1] == PAIR[c]:
-            stack.pop()
-    return stack
-
-
-def decide(parsed: syntax.Parsed | None, text: str, line: int, col: int, block_lines: int) -> Decision:
-    lines = text.split("\n")
-    cur = lines[line] if 0 <= line < len(lines) else ""
-    before, rest = cur[:col], cur[col:]
-    braces = parsed is not None and parsed.language in _BRACE_LANGUAGES or (parsed is None and "{" in text)
-    if any(c in "([" for c in _unclosed(before)):
-        return Decision(1, "inside an open argument list or brackets: finish the line")
-    if parsed is not None and syntax.in_inline_context(parsed, line, col):
-        return Decision(1, "inside an argument list, a string or a comment: finish the line")
-    stripped = before.rstrip()
-    if stripped and rest.strip() in ("", "}", ")", "]") and stripped.endswith((":", "{", "=>")):
-        return Decision(block_lines, "after a block opener: the block", indent_of(cur) + 1, braces)
-    if stripped:
-        return Decision(1, "text before the cursor: finish the line")
-    return Decision(
-        block_lines, "on an empty line: a block", len(before) if not rest.strip() else indent_of(cur), braces
-    )
-
-
-def _depth_change(s: str) -> int:
-    """Brackets opened minus closed, outside string literals (a rough lexer: quotes toggle)."""
-    depth, quote = 0, ""
-    i = 0
-    while i < len(s):
-        c = s[i]
-        if quote:
-            if c == "\\":
-                i += 1
+            if escaped:
+                escaped = False
+            elif c == "\\":
+                escaped = True
             elif c == quote:
                 quote = ""
         elif c in "'\"`":
             quote = c
-        elif c in OPEN:
-            depth += 1
-        elif c in CLOSE:
-            depth -= 1
-        i += 1
-    return depth
+        elif c in OPEN or c in CLOSE:
+            yield c
+
+
+def _unclosed(s: str) -> list[str]:
+    """The brackets `s` opens and leaves open, outermost first."""
+    stack: list[str] = []
+    for c in _brackets(s):
+        if c in OPEN:
+            stack.append(c)
+        elif stack and stack[-1] == PAIR[c]:
+            stack.pop()
+    return stack
+
+
+def _depth_change(s: str) -> int:
+    """Brackets opened minus closed."""
+    return sum(1 if c in OPEN else -1 for c in _brackets(s))
+
+
+def decide(parsed: syntax.Parsed | None, cursor: Cursor, block_lines: int) -> Decision:
+    before, rest = cursor.before, cursor.rest
+    braces = parsed is not None and parsed.language in _BRACE_LANGUAGES or (parsed is None and "{" in cursor.text)
+    if any(c in "([" for c in _unclosed(before)):
+        return Decision(1, "inside an open argument list or brackets: finish the line")
+    if parsed is not None and syntax.in_inline_context(parsed, cursor):
+        return Decision(1, "inside an argument list, a string or a comment: finish the line")
+    stripped = before.rstrip()
+    if stripped and rest.strip() in ("", "}", ")", "]") and stripped.endswith((":", "{", "=>")):
+        return Decision(block_lines, "after a block opener: the block", indent_of(cursor.current) + 1, braces)
+    if stripped:
+        return Decision(1, "text before the cursor: finish the line")
+    return Decision(
+        block_lines, "on an empty line: a block", len(before) if not rest.strip() else indent_of(cursor.current), braces
+    )
 
 
 def end_of_block(completion: str, d: Decision) -> str:
@@ -106,14 +103,15 @@ def end_of_block(completion: str, d: Decision) -> str:
     return completion
 
 
-def clean(completion: str, before: str, after: str, d: Decision | None = None) -> str:
+def clean(completion: str, cursor: Cursor, d: Decision | None = None, suffix: bool = True) -> str:
     """The completion with the rules above applied; "" when nothing worth showing is left.
 
-    `before` is the text of the cursor's line up to the cursor, `after` everything after the cursor.
+    Without `suffix` the model saw nothing after the cursor, so nothing after it is compared.
     """
+    before = cursor.before
     out = end_of_block(completion, d) if d is not None and d.max_lines > 1 else completion
-    rest_of_line, _, below = after.partition("\n")
-    rest = rest_of_line.strip()
+    rest = cursor.rest.strip() if suffix else ""
+    below = cursor.below(60) if suffix else ()
     # 1. Repeating the rest of the line: the editor keeps it, so drop it from the end of the insert.
     last_nl = out.rfind("\n")
     last = out[last_nl + 1 :]
@@ -124,7 +122,7 @@ def clean(completion: str, before: str, after: str, d: Decision | None = None) -
     #    (blank lines aside: the model and the file may space them differently). A line as long as
     #    DISTINCT_LINE equal to the next line is enough on its own: the model reached code that is
     #    there, even if what it writes after that differs from the file.
-    next_lines = [ln.strip() for ln in below.split("\n") if ln.strip()][:20]
+    next_lines = [ln.strip() for ln in below if ln.strip()][:20]
     gen = out.rstrip("\n").split("\n")
     filled = [i for i, g in enumerate(gen) if g.strip()]
     for pos, i in enumerate(filled):

@@ -1,0 +1,1 @@
+"""The `banked` command line: its commands, the demo, the system service, model conversion."""

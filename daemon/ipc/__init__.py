@@ -1,0 +1,1 @@
+"""The wire between the daemon and its clients: msgpack-RPC framing, the typed protocol, the blocking client."""

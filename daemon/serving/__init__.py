@@ -1,0 +1,1 @@
+"""The daemon process: the socket server, the RPC methods, the model's scheduler, workspaces and snapshots."""

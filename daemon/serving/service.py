@@ -1,0 +1,344 @@
+"""The daemon's methods: one coroutine per request type of protocol.py, on the daemon's event loop.
+
+Each takes its validated params structure and returns its result structure.
+Everything that uses the model is a job on the scheduler's single worker
+thread, which alone touches the engine; workspaces (which root a file belongs
+to, what the cache holds) are workspaces.py's; prompt texts are prompts.py's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from banked.daemon import __version__, paths
+from banked.daemon.config import Config
+from banked.daemon.context import postprocess, prompts, syntax
+from banked.daemon.context.cursor import Cursor, OutOfRange
+from banked.daemon.context.templates import template_for
+from banked.daemon.context.workspace import Unreadable
+from banked.daemon.context.wscache import TAIL_RESERVE
+from banked.daemon.engines.base import Engine, EngineError
+from banked.daemon.engines.generation import Generation, TextStream, run_generation
+from banked.daemon.ipc import protocol as p
+from banked.daemon.serving.call import Call, UserError
+from banked.daemon.serving.scheduler import YIELD, Cancelled, Job, Priority, Scheduler
+from banked.daemon.serving.workspaces import Entry, Workspaces
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Target:
+    """The file a request is about: its absolute path, its workspace and its path relative to it."""
+
+    path: Path
+    entry: Entry
+    rel: str
+
+
+@dataclass(frozen=True)
+class Turn:
+    """A finished chat turn: the answer and the lines it was about."""
+
+    g: Generation
+    target: Target
+    text: str  # the whole buffer the selection was taken from
+    start: int
+    end: int
+    original: str
+
+
+class Daemon:
+    def __init__(self, cfg: Config, engine: Engine):
+        self.cfg = cfg
+        self.engine = engine
+        self.tpl = template_for(engine)
+        self.sched = Scheduler()
+        self.workspaces = Workspaces(cfg, engine, self.tpl, self.sched)
+        self.parses = syntax.ParseCache()  # syntax trees of the buffers completions are asked for
+        self.started = time.time()
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        await self.workspaces.start()
+
+    async def shutdown(self) -> None:
+        self.workspaces.stop()
+        job = self.sched.submit(Priority.COMPLETE, lambda j: self.workspaces.save_active(), "final snapshot")
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(job.future), 120)
+        except (TimeoutError, Cancelled, OSError, EngineError) as exc:
+            log.warning("final snapshot not written: %s", exc)
+        self.sched.close()
+        self.engine.close()
+
+    def connection_closed(self, owner: int) -> None:
+        self.workspaces.connection_closed(owner)
+
+    # -- methods -----------------------------------------------------------------------------
+
+    async def ping(self, call: Call, params: p.NoParams) -> p.PingResult:
+        return p.PingResult(pid=os.getpid(), version=__version__)
+
+    async def status(self, call: Call, params: p.NoParams) -> p.StatusResult:
+        info = self.engine.info
+        running = self.sched.running
+        return p.StatusResult(
+            pid=os.getpid(),
+            version=__version__,
+            uptime_s=round(time.time() - self.started, 1),
+            engine=p.EngineStatus(**info.as_dict()),
+            cached_tokens=len(self.engine.cached),
+            capacity=info.n_ctx,
+            pending_jobs=self.sched.pending(),
+            running_job=running.name if running else None,
+            queued_jobs=self.sched.queued(),
+            jobs=dict(sorted(self.sched.outcomes.items())),
+            workspaces=self.workspaces.status(),
+            known_roots=sorted(self.workspaces.known.roots),
+            socket=str(paths.socket_path()),
+            snapshots_dir=str(paths.snapshots_dir()),
+        )
+
+    async def warm(self, call: Call, params: p.WarmParams) -> p.WarmResult:
+        t0 = time.perf_counter()
+        root = Path(params.root).expanduser()
+        if not root.is_absolute():
+            raise UserError("root must be an absolute path")
+        entry = await self.workspaces.register(root.resolve(), force=params.force)
+        before = entry.prefilled  # counts a sync the watcher started for us, too
+        await asyncio.to_thread(self.workspaces.scan, entry)
+
+        def progress(done: int, total: int) -> None:
+            assert self.loop is not None
+            self.loop.call_soon_threadsafe(call.progress, done, total, "prefilling workspace")
+
+        job = self.workspaces.schedule_sync(entry, progress)
+        await self._wait(call, job)
+        plan = await asyncio.to_thread(entry.wc.plan)
+        ws = entry.wc.ws
+        return p.WarmResult(
+            root=str(entry.root),
+            files=len(ws.files),
+            skipped=dict(sorted(ws.skipped.items())),
+            tokens=len(plan.ids),
+            dropped=plan.dropped,
+            prefilled_tokens=entry.prefilled - before,
+            seconds=round(time.perf_counter() - t0, 3),
+            warnings=[w for w in (entry.watcher.limited if entry.watcher else None,) if w],
+        )
+
+    async def overlay(self, call: Call, params: p.OverlayParams) -> p.OverlayResult:
+        t = await self._file(params)
+        await self.workspaces.set_overlay(t.entry, t.rel, params.text, call.owner)
+        return p.OverlayResult(path=t.rel, overlay=params.text is not None)
+
+    async def complete(self, call: Call, params: p.CompleteParams) -> p.CompleteResult:
+        t0 = time.perf_counter()
+        t = await self._file(params)
+        text = await self._text(t, params.text)
+        try:
+            cursor = Cursor.at(text, params.line, params.col, t.rel, strict=True)
+        except OutOfRange as exc:
+            raise UserError(str(exc)) from None
+        max_tokens = params.max_tokens or self.cfg.max_tokens
+
+        def shape() -> postprocess.Decision:
+            """One line mid-line, in an argument list, string or comment; a block after an opener or on an
+            empty line. Parsing is CPU work: never on the event loop."""
+            parsed = self.parses.parse(f"{t.entry.root}/{t.rel}", text)
+            return postprocess.decide(parsed, cursor, self.cfg.max_lines)
+
+        decision = await asyncio.to_thread(shape)
+        max_lines = decision.max_lines if params.max_lines is None else params.max_lines
+        await asyncio.to_thread(t.entry.wc.touch, t.rel)
+        self.workspaces.ensure_synced(t.entry)
+
+        def build(job: Job) -> Any:
+            tail = t.entry.wc.fim_tail(t.rel, cursor, max_tokens)
+            stream = TextStream(self.engine, max_lines=max_lines)
+            g = Generation(tail, self.tpl.fim_stops, max_tokens, stream, on_text=self._stream(call))
+            return self._step(job, t.entry, g)
+
+        g = await self._run(call, Priority.COMPLETE, build, f"complete {t.rel}")
+        self.workspaces.compact_later(t.entry)
+        raw = g.stream.text
+        return p.CompleteResult(
+            text=raw if params.raw else postprocess.clean(raw, cursor, decision),
+            raw_text=raw,
+            decision=decision.why,
+            **self._timings(g),
+            path=t.rel,
+            workspace=str(t.entry.root),
+            daemon_ms=round(1000 * (time.perf_counter() - t0), 3),
+        )
+
+    async def explain(self, call: Call, params: p.ChatParams) -> p.ExplainResult:
+        turn = await self._chat(call, params, prompts.explain)
+        return p.ExplainResult(text=turn.g.stream.text, **self._chat_fields(turn))
+
+    async def refactor(self, call: Call, params: p.RefactorParams) -> p.RefactorResult:
+        instruction = params.instruction or (prompts.PRESET_INSTRUCTIONS[params.preset] if params.preset else None)
+        if not instruction:
+            raise UserError("missing parameter 'instruction' (or a 'preset')")
+        for attempt in (1, 2):  # one retry, told why
+            turn = await self._chat(call, params, prompts.refactor(instruction))
+            replacement = prompts.reindent(turn.original, prompts.extract_code(turn.g.stream.text))
+            errors = await asyncio.to_thread(self._rewrite_errors, turn, replacement)
+            if not errors:
+                break
+            if attempt == 2:
+                raise UserError(
+                    f"the model's rewrite of {turn.target.rel} does not parse (near line {errors[0]}), twice; "
+                    "nothing was changed: try a smaller selection or a more precise instruction"
+                )
+            log.info("refactor of %s did not parse (lines %s); retrying once", turn.target.rel, errors)
+            instruction += prompts.RETRY_UNPARSABLE
+        return p.RefactorResult(replacement=replacement, answer=turn.g.stream.text, **self._chat_fields(turn))
+
+    async def write_tests(self, call: Call, params: p.ChatParams) -> p.WriteTestsResult:
+        turn = await self._chat(call, params, prompts.write_tests)
+        code = prompts.extract_code(turn.g.stream.text)
+        return p.WriteTestsResult(code=code, answer=turn.g.stream.text, **self._chat_fields(turn))
+
+    # -- the file of a request ---------------------------------------------------------------
+
+    async def _file(self, params: p.FileParams) -> Target:
+        """The request's file, its workspace (registered on first use) and its relative path."""
+        path = Path(params.path).expanduser()
+        if not path.is_absolute():
+            raise UserError("path must be absolute")
+        if path.is_dir():
+            raise UserError(f"{path} is a directory, not a file")
+        if path.exists() and not path.is_file():
+            raise UserError(f"{path} is not a regular file (a pipe, a socket or a device)")
+        if not path.exists() and params.text is None:
+            raise UserError(f"{path} does not exist")
+        entry = await self.workspaces.register(self.workspaces.root_for(path, params.workspace))
+        ws = entry.wc.ws
+        rel = ws.relative(path.resolve())
+        if rel is None:
+            raise UserError(f"{path} is outside the workspace {entry.root}")
+        if ws.is_secret(rel):
+            raise UserError(f"{rel} is on banked's deny list of credential files: it is never read into a prompt")
+        return Target(path, entry, rel)
+
+    async def _text(self, t: Target, sent: str | None) -> str:
+        """The buffer's text: as sent, else the unsaved overlay, else the file (read off the event loop)."""
+        text = sent if sent is not None else await asyncio.to_thread(t.entry.wc.overlay, t.rel)
+        if text is None:
+            try:
+                text = (await asyncio.to_thread(t.entry.wc.ws.load, t.rel, self.cfg.max_buffer_bytes))[0]
+            except FileNotFoundError as exc:
+                raise UserError(f"{t.path} does not exist") from exc
+            except Unreadable as exc:
+                raise UserError(f"{t.path}: {exc}") from exc
+        if len(text) > self.cfg.max_buffer_bytes:
+            raise UserError(
+                f"{t.path} is {len(text) / 2**20:.1f} MiB; banked works in buffers up to "
+                f"{self.cfg.max_buffer_bytes / 2**20:.1f} MiB (config max_buffer_bytes)"
+            )
+        return text
+
+    # -- model work --------------------------------------------------------------------------
+
+    async def _run(self, call: Call, priority: Priority, fn: Callable[[Job], T], name: str) -> T:
+        if call.cancelled:  # cancelled (or its client gone) before its job existed
+            raise UserError("cancelled")
+        result: T = await self._wait(call, self.sched.submit(priority, fn, name))
+        return result
+
+    async def _wait(self, call: Call, job: Job) -> Any:
+        call.jobs.append(job)
+        if call.cancelled:
+            job.cancel()
+        try:
+            return await asyncio.wrap_future(job.future)
+        except Cancelled as exc:
+            raise UserError("cancelled") from exc
+
+    def _step(self, job: Job, entry: Entry, g: Generation) -> Any:
+        """Model thread: advance a generation; YIELD lets a more urgent job run first."""
+        self.workspaces.activate(entry.root)
+        if not run_generation(entry.wc, g, job.cancelled, job.preempted):
+            return YIELD
+        if job.cancelled():
+            raise Cancelled(job.name)
+        return g
+
+    def _stream(self, call: Call) -> Callable[[str], None]:
+        loop = self.loop
+        assert loop is not None
+
+        def send(text: str) -> None:
+            loop.call_soon_threadsafe(call.text, text)
+
+        return send
+
+    def _timings(self, g: Generation) -> dict[str, Any]:
+        return {**g.metrics(), "engine": self.engine.info.name, "model": self.engine.info.model}
+
+    # -- chat turns --------------------------------------------------------------------------
+
+    async def _chat(self, call: Call, params: p.ChatParams, prompt: prompts.ChatPrompt) -> Turn:
+        """Run a chat turn on the selected lines (none selected: the code around the cursor)."""
+        max_tokens = params.max_tokens or self.cfg.chat_max_tokens
+        t = await self._file(params)
+        text = await self._text(t, params.text)
+        lines = text.splitlines(keepends=True)
+        if params.start_line is None and params.end_line is None and params.cursor_line is not None:
+            start, end = await asyncio.to_thread(self._around, t, text, params.cursor_line)
+        else:
+            start = params.start_line or 1
+            end = len(lines) if params.end_line is None else params.end_line
+        if not (start <= max(end, 1) and end <= max(len(lines), 1)):
+            raise UserError(f"lines {start}-{end} are not within {t.rel} (1-{len(lines)})")
+        selected = "".join(lines[start - 1 : end])
+        user = prompt(t.rel, selected, start, end)
+        self.workspaces.ensure_synced(t.entry)
+        chat_tail = await asyncio.to_thread(self.tpl.chat, user)
+        if len(chat_tail) + max_tokens > TAIL_RESERVE:
+            raise UserError(
+                f"the selection is too large ({len(chat_tail)} tokens; at most {TAIL_RESERVE - max_tokens}): "
+                "select fewer lines"
+            )
+        g = Generation(chat_tail, self.tpl.chat_stops, max_tokens, TextStream(self.engine), on_text=self._stream(call))
+        await self._run(call, Priority.CHAT, lambda job: self._step(job, t.entry, g), f"chat {t.rel}")
+        return Turn(g, t, text, start, end, selected)
+
+    def _chat_fields(self, turn: Turn) -> dict[str, Any]:
+        return {
+            **self._timings(turn.g),
+            "path": turn.target.rel,
+            "start_line": turn.start,
+            "end_line": turn.end,
+            "original": turn.original,
+            "digest": hashlib.sha256(turn.text.encode()).hexdigest(),
+            "workspace": str(turn.target.entry.root),
+        }
+
+    def _around(self, t: Target, text: str, cursor_line: int) -> tuple[int, int]:
+        """The enclosing definition (tree-sitter), else the top-level block around the cursor."""
+        parsed = self.parses.parse(f"{t.entry.root}/{t.rel}", text)
+        found = syntax.enclosing_definition(parsed, cursor_line) if parsed is not None else None
+        return found or syntax.indented_block(text.splitlines(), cursor_line)
+
+    def _rewrite_errors(self, turn: Turn, replacement: str) -> list[int]:
+        """Lines (1-based) where the file with the rewrite applied no longer parses; [] when it does."""
+        language = syntax.language_of(turn.target.rel)
+        if language is None or not self.cfg.validate_refactors:
+            return []
+        new = p.replace_lines(turn.text, turn.start, turn.end, replacement)
+        before = syntax.error_lines(syntax.parse_text(language, turn.text))
+        after = syntax.error_lines(syntax.parse_text(language, new))
+        return [] if len(after) <= len(before) else [r + 1 for r in after]
