@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parent.parent / "tests" / "gpu"))
 
-from common import generate_project, report  # noqa: E402
+from common import generate_project, report
 
 DIMS = {
     "1.5b": dict(
@@ -89,8 +88,8 @@ def main() -> None:
     from banked.daemon.engines.base import common_prefix
     from banked.daemon.engines.exl2 import Exl2Engine
     from banked.daemon.engines.generation import Generation, TextStream, run_generation
+    from banked.daemon.engines.tinyhf import write_tiny_qwen2_hf
     from banked.daemon.serving import snapshot
-    from tinyhf import write_tiny_qwen2_hf
 
     data: dict[str, Any] = {"dims": args.dims, "device": torch.cuda.get_device_name(0)}
     rows: list[list[Any]] = []
@@ -109,9 +108,9 @@ def main() -> None:
     data["convert_s"] = time.perf_counter() - t0
     weights_bytes = sum(p.stat().st_size for p in exl2.glob("*.safetensors"))
     d = DIMS[args.dims]
-    h, L, ff, V = d["hidden_size"], d["num_hidden_layers"], d["intermediate_size"], d["vocab_size"]
+    h, layers, ff, vocab = d["hidden_size"], d["num_hidden_layers"], d["intermediate_size"], d["vocab_size"]
     kv = d["num_key_value_heads"] * (h // d["num_attention_heads"])
-    n_params = L * (h * h * 2 + 2 * h * kv + 3 * h * ff) + 2 * V * h
+    n_params = layers * (h * h * 2 + 2 * h * kv + 3 * h * ff) + 2 * vocab * h
     data.update(weights_bytes=weights_bytes, params=n_params)
 
     # Cache bytes per token for each type (small contexts: the figure does not depend on it).
@@ -162,10 +161,10 @@ def main() -> None:
     root = args.work / "snapws"
     root.mkdir(exist_ok=True)
     os.environ["BANKED_CACHE_DIR"] = str(args.work / "cache")
-    t_save = timed(lambda: snapshot.save(e, root, []))
+    t_save = timed(lambda: snapshot.save(e, root, list(e.cached)))
     e.truncate(0)
     t_load = timed(lambda: snapshot.load(e, root))
-    size = (snapshot.snapshot_dir(root) / "kv.bin").stat().st_size
+    size = sum(f.stat().st_size for f in snapshot.snapshot_dir(root).glob("kv-*.bin"))
     data["snapshot"] = {"tokens": len(e.cached), "bytes": size, "save_s": t_save, "restore_s": t_load}
     rows.append(
         [

@@ -29,13 +29,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from banked.daemon import paths
+from banked.daemon.engines.tinymodel import write_tiny_qwen2
 from banked.daemon.ipc.client import Client
 from common import Daemon, generate_project, report
 from lsprotocol import types
 from pygls.lsp.client import LanguageClient
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from tinymodel import write_tiny_qwen2  # noqa: E402
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -175,10 +174,7 @@ async def main_async(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="banked-bench-lsp-"))
     model = Path(args.model) if args.model else write_tiny_qwen2(tmp / "tiny.gguf")
     env = {
-        "BANKED_CACHE_DIR": str(tmp / "cache"),
-        "BANKED_RUNTIME_DIR": str(tmp / "run"),
-        "BANKED_LOG_DIR": str(tmp / "log"),
-        "BANKED_CONFIG_DIR": str(tmp / "config"),
+        **paths.isolated_env(tmp),
         "BANKED_MODEL": str(model),
         "BANKED_N_CTX": "8192",
         "BANKED_MAX_TOKENS": str(args.max_tokens),

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from banked.daemon import config
+from banked.daemon import config, paths
 from banked.daemon.context.templates import template_for
 from banked.daemon.engines import DEFAULT_CHUNK, model_store
 from banked.daemon.engines.base import common_prefix
@@ -43,7 +43,7 @@ class Peer:
             if p != active:
                 ids += self.tpl.file(p.relative_to(self.root).as_posix(), p.read_text())
         lines = text.split("\n")
-        before = "\n".join(lines[:line] + [lines[line][:col]])
+        before = "\n".join([*lines[:line], lines[line][:col]])
         after = self.tpl.tokens("\n".join([lines[line][col:], *lines[line + 1 :]]))[:suffix_tokens]
         return ids + self.tpl.fim(active.relative_to(self.root).as_posix(), self.tpl.tokens(before), after)
 
@@ -88,10 +88,7 @@ def main() -> None:
     hot, middle = files[-1], files[len(files) // 2]
     model = model_store.ensure_default_model()
     env = {
-        "BANKED_CACHE_DIR": str(tmp / "cache"),
-        "BANKED_RUNTIME_DIR": str(tmp / "run"),
-        "BANKED_LOG_DIR": str(tmp / "log"),
-        "BANKED_CONFIG_DIR": str(tmp / "config"),
+        **paths.isolated_env(tmp),
         "BANKED_MODELS_DIR": str(model.parent),
         "BANKED_N_CTX": str(max(4096, args.tokens * 2 + 4096)),
     }
@@ -154,7 +151,7 @@ def main() -> None:
     base_lines = hot.read_text().split("\n")
     ks = []
     for k in range(5, len(typed) + 1):
-        lines = base_lines[: ln + 1] + [typed[:k]] + base_lines[ln + 1 :]
+        lines = [*base_lines[: ln + 1], typed[:k], *base_lines[ln + 1 :]]
         ks.append(complete(hot, ln + 1, k, "\n".join(lines)))
     ks = ks[1:]  # the first one moves the cursor to the new line
     avg = {k: sum(x[k] for x in ks) / len(ks) for k in ("ttft_ms", "prefilled_tokens", "reused_tokens")}
@@ -190,7 +187,7 @@ def main() -> None:
     ks2 = []
     base_lines = text.split("\n")
     for k in range(5, len(typed) + 1):
-        lines = base_lines[: ln + 1] + [typed[:k]] + base_lines[ln + 1 :]
+        lines = [*base_lines[: ln + 1], typed[:k], *base_lines[ln + 1 :]]
         ks2.append(reuse.complete(reuse.prompt(hot, "\n".join(lines), ln + 1, k, cfg.suffix_tokens)))
     ks2 = ks2[1:]
     put(

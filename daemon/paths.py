@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import stat
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import platformdirs
@@ -130,3 +130,20 @@ def remove_stale_socket(sock: Path) -> bool:
         raise SocketPathError(f"{sock} is a socket of uid {st.st_uid}; choose another BANKED_SOCKET")
     sock.unlink()
     return True
+
+
+def nearest_root(path: Path, roots: Iterable[Path]) -> Path | None:
+    """The innermost of `roots` that holds `path` (how both the daemon and the editor pick a workspace)."""
+    found = [r for r in roots if path == r or path.is_relative_to(r)]
+    return max(found, key=lambda r: len(r.parts), default=None)
+
+
+def isolated_env(base: Path) -> dict[str, str]:
+    """`BANKED_*` settings that put every banked file under `base`: what tests and benches give each daemon
+    they start, so none of them ever touches the user's own daemon, socket, cache or logs."""
+    return {
+        "BANKED_CACHE_DIR": str(base / "cache"),
+        "BANKED_RUNTIME_DIR": str(base / "run"),
+        "BANKED_LOG_DIR": str(base / "log"),
+        "BANKED_CONFIG_DIR": str(base / "config"),
+    }

@@ -3,8 +3,9 @@
 The server's event loop must never block on the daemon, and a daemon that dies
 (crash, `banked stop`, an upgrade) must not take the editor's completions with
 it: the link fails the calls in flight, reconnects on the next call (starting a
-daemon when none runs, exactly as the CLI does) and reports each change of state
-so the editor can show it. Cancelling the awaiting task cancels the daemon's job.
+daemon when allowed and none runs, exactly as the CLI does) and reports each
+change of state so the editor can show it. Cancelling the awaiting task cancels
+the daemon's job.
 """
 
 from __future__ import annotations
@@ -14,24 +15,32 @@ import contextlib
 import itertools
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from banked.daemon import paths
 from banked.daemon.ipc import client as daemon_client
-from banked.daemon.ipc import rpc
+from banked.daemon.ipc import protocol, rpc
+from banked.daemon.ipc.client import DaemonUnavailable
+from banked.daemon.ipc.protocol import P, R
 
 log = logging.getLogger(__name__)
 
 OnNotify = Callable[[str, dict[str, Any]], None]
 OnState = Callable[[str, str], None]  # (state, detail): "connected" | "disconnected" | "starting" | "failed"
 
-
-class DaemonUnavailable(RuntimeError):
-    """No daemon could be reached; the message says what to do."""
+__all__ = ["DaemonLink", "DaemonUnavailable"]
 
 
 class DaemonLink:
-    def __init__(self, autostart: bool = True, on_state: OnState | None = None, connect_timeout: float = 300.0):
+    def __init__(
+        self,
+        sock: Path | None = None,
+        autostart: bool = True,
+        on_state: OnState | None = None,
+        connect_timeout: float = 300.0,
+    ):
+        self.sock = sock  # None: the usual socket (paths.socket_path())
         self.autostart = autostart
         self.on_state = on_state or (lambda state, detail: None)
         self.connect_timeout = connect_timeout
@@ -44,32 +53,37 @@ class DaemonLink:
         self.connections = 0  # how many times a connection was made (a reconnect makes it > 1)
 
     @property
+    def socket(self) -> Path:
+        return self.sock or paths.socket_path()
+
+    @property
     def connected(self) -> bool:
         return self._writer is not None and not self._writer.is_closing()
 
     async def ensure(self, autostart: bool | None = None) -> None:
-        """Connect if not connected, starting a daemon when allowed and none runs."""
+        """Connect if not connected, starting a daemon when allowed (this call's `autostart`, else the link's)
+        and none runs."""
         if self.connected:
             return
-        autostart = self.autostart if autostart is None else autostart
+        allowed = self.autostart if autostart is None else autostart
         async with self._connect_lock:
             if self.connected:
                 return
-            sock = paths.socket_path()
+            sock = self.socket
             try:
                 reader, writer = await asyncio.open_unix_connection(str(sock), limit=rpc.MAX_FRAME)
             except (FileNotFoundError, ConnectionRefusedError) as exc:
-                if not self.autostart:
+                if not allowed:
                     raise DaemonUnavailable(
-                        f"no banked daemon is running on {sock}; start one with `banked serve`"
+                        f"no banked daemon is running on {sock}; one starts when the editor next needs it"
                     ) from exc
                 self.on_state("starting", f"starting the banked daemon on {sock}")
                 try:
                     # The blocking client's auto-start handles races with other starters and a daemon still exiting.
-                    c = await asyncio.to_thread(daemon_client.connect, True, self.connect_timeout)
-                except daemon_client.DaemonUnavailable as exc2:
+                    c = await asyncio.to_thread(daemon_client.connect, True, self.connect_timeout, self.sock)
+                except DaemonUnavailable as exc2:
                     self.on_state("failed", str(exc2))
-                    raise DaemonUnavailable(str(exc2)) from exc2
+                    raise
                 c.close()
                 reader, writer = await asyncio.open_unix_connection(str(sock), limit=rpc.MAX_FRAME)
             self._writer = writer
@@ -112,10 +126,16 @@ class DaemonLink:
             if listener is not None:
                 listener(msg.method or "", msg.params)
 
+    async def request(
+        self, method: protocol.Method[P, R], params: P, on_notify: OnNotify | None = None, autostart: bool | None = None
+    ) -> R:
+        """One typed request; cancelling the awaiting task sends the daemon a `cancel` for it at once."""
+        raw = await self.call(method.name, protocol.encode(params), on_notify, autostart)
+        return method.decode_result(raw)
+
     async def call(
-        self, method: str, params: dict[str, Any], on_notify: OnNotify | None = None, autostart: bool | None = None
+        self, method: str, params: Any, on_notify: OnNotify | None = None, autostart: bool | None = None
     ) -> Any:
-        """One request; cancelling the awaiting task sends the daemon a `cancel` for it at once."""
         await self.ensure(autostart)
         assert self._writer is not None
         msgid = next(self._ids)
@@ -129,10 +149,10 @@ class DaemonLink:
         except asyncio.CancelledError:
             self._pending.pop(msgid, None)
             self._listeners.pop(msgid, None)
-            self.notify("cancel", {"id": msgid})
+            self.notify(protocol.CANCEL, {"id": msgid})
             raise
 
-    def notify(self, method: str, params: dict[str, Any]) -> bool:
+    def notify(self, method: str, params: Any) -> bool:
         """Best effort: False when not connected (overlays are re-sent after a reconnect)."""
         if not self.connected:
             return False

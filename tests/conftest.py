@@ -11,9 +11,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from banked.daemon import paths
 from banked.daemon.config import Config
-from helpers import DaemonProc  # noqa: E402
-from tinymodel import write_tiny_qwen2  # noqa: E402
+from banked.daemon.engines.tinymodel import write_tiny_qwen2
+from helpers import DaemonProc
 
 
 @pytest.fixture(scope="session")
@@ -30,10 +31,7 @@ def other_tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def banked_env(tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """Every banked path under tmp_path, and the tiny model as the configured model."""
     env = {
-        "BANKED_CACHE_DIR": str(tmp_path / "cache"),
-        "BANKED_RUNTIME_DIR": str(tmp_path / "run"),
-        "BANKED_LOG_DIR": str(tmp_path / "log"),
-        "BANKED_CONFIG_DIR": str(tmp_path / "config"),
+        **paths.isolated_env(tmp_path),
         "BANKED_MODEL": str(tiny_model),
         "BANKED_N_CTX": "8192",
         "BANKED_PREFILL_CHUNK": "64",

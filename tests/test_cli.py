@@ -126,7 +126,7 @@ def test_refactor_refuses_if_the_file_changed(cli, sample: Path) -> None:  # typ
     time.sleep(0.3)
     target.write_text("# changed by the user meanwhile\n" + target.read_text())
     changed = target.read_text()
-    out, err = proc.communicate(timeout=120)
+    _out, err = proc.communicate(timeout=120)
     if proc.returncode == 0:
         pytest.skip("the refactor finished before the edit landed")  # timing: nothing to assert
     assert "changed while the refactor ran" in err

@@ -45,7 +45,7 @@ def test_a_rewrite_that_does_not_parse_is_retried_once_then_refused(validating: 
     ws = make_repo(tmp_path / "ws", {"geo.py": SOURCE + "        return k\n"})
     before = (ws / "geo.py").read_text()
     with validating.client() as c:
-        with pytest.raises(RemoteError, match="does not parse .* twice; nothing was changed"):
+        with pytest.raises(RemoteError, match=r"does not parse .* twice; nothing was changed"):
             c.call("refactor", {"path": str(ws / "geo.py"), "start_line": 4, "end_line": 5, "instruction": "tidy"})
         jobs = c.call("status")["jobs"]
     assert jobs.get("chat.done") == 2  # the first answer and one retry

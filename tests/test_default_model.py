@@ -11,6 +11,7 @@ import re
 import shutil
 
 import pytest
+from banked.daemon import paths
 from banked.daemon.cli.sample import WORKSPACE
 from helpers import DaemonProc
 
@@ -21,15 +22,7 @@ pytestmark = pytest.mark.slow
 def real_daemon(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     base = tmp_path_factory.mktemp("real")
     env = {k: v for k, v in os.environ.items() if not k.startswith("BANKED_")}
-    env.update(
-        {
-            "BANKED_CACHE_DIR": str(base / "cache"),
-            "BANKED_RUNTIME_DIR": str(base / "run"),
-            "BANKED_LOG_DIR": str(base / "log"),
-            "BANKED_CONFIG_DIR": str(base / "config"),
-            "BANKED_N_CTX": "4096",
-        }
-    )
+    env.update({**paths.isolated_env(base), "BANKED_N_CTX": "4096"})
     from banked.daemon.engines import model_store
 
     old = {k: os.environ.get(k) for k in env}

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
-from banked.daemon.ipc.client import Client
+from banked.daemon.ipc.client import Client, daemon_alive, wait_for_exit
 from helpers import DaemonProc, make_files
 from lsp_helpers import SOURCE, Editor, start_lsp
 from lsprotocol import types
@@ -78,7 +80,7 @@ async def test_inline_completion_returns_text_at_the_cursor(session: tuple[Langu
 
 
 async def test_unsaved_edits_change_the_completion(session: tuple[LanguageClient, Editor], ws: Path) -> None:
-    client, editor = session
+    _client, editor = session
     uri = editor.open(ws / "geometry.py")
     before = await inline_text(editor, uri, 8, 11)
     editor.type(uri, 8, 11, "2 * math.")  # not saved: the file on disk is unchanged
@@ -334,3 +336,26 @@ async def test_a_daemon_that_cannot_start_is_reported_once_and_stopping_one_does
     finally:
         await client.shutdown_session()
         await client.stop()
+
+
+async def test_after_banked_stop_only_a_request_starts_a_daemon_again(lsp_env: dict[str, str], ws: Path) -> None:
+    """Status polling never starts a daemon (README): after a stop, the next completion does."""
+    sock = Path(lsp_env["BANKED_RUNTIME_DIR"]) / "daemon.sock"
+    env = {**os.environ, **lsp_env}
+    client, editor = await start_lsp(lsp_env, ws)
+    try:
+        uri = editor.open(ws / "geometry.py")
+        await editor.inline(uri, 8, 11)  # auto-starts a daemon
+        assert daemon_alive(sock)
+        with Client.connect(sock) as c:
+            c.call("stop")
+        assert await asyncio.to_thread(wait_for_exit, 60.0, sock)
+        await asyncio.sleep(6.5)  # three status polls (2 s, then backing off)
+        assert not daemon_alive(sock), "a status poll started a daemon"
+        await editor.wait_for(lambda: any(s.get("state") == "disconnected" for s in editor.statuses))
+        await editor.inline(uri, 8, 11)  # a request that needs the daemon starts one
+        assert daemon_alive(sock)
+    finally:
+        await client.shutdown_session()
+        await client.stop()
+        subprocess.run([sys.executable, "-m", "banked.daemon", "stop"], env=env, capture_output=True, timeout=120)

@@ -13,7 +13,7 @@ def rng(a: int, b: int, c: int, d: int) -> types.Range:
 
 def apply(doc: str, edit: types.TextEdit) -> str:
     """Apply a TextEdit the way an editor does (UTF-16 columns)."""
-    lines = doc.splitlines(keepends=True) + [""]
+    lines = [*doc.splitlines(keepends=True), ""]
 
     def offset(p: types.Position) -> int:
         before = sum(len(x) for x in lines[: p.line])

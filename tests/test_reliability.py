@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from banked.daemon import faults
+from banked.daemon import faults, paths
 from banked.daemon.ipc import rpc
 from helpers import DaemonProc, make_files
 
@@ -31,9 +31,7 @@ def project(root: Path, files: int = 12, lines: int = 12) -> Path:
 
 def env_for(base: dict[str, str], tmp: Path, name: str, **extra: str) -> dict[str, str]:
     """A daemon of its own: cache, runtime and log dirs under `tmp/name`."""
-    env = {**os.environ, **base}
-    for key, sub in (("BANKED_CACHE_DIR", "cache"), ("BANKED_RUNTIME_DIR", "run"), ("BANKED_LOG_DIR", "log")):
-        env[key] = str(tmp / name / sub)
+    env = {**os.environ, **base, **paths.isolated_env(tmp / name)}
     env.pop(faults.ENV, None)
     env.update(extra)
     return env

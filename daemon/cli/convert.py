@@ -86,7 +86,7 @@ def convert(
         line = line.rstrip()
         if line:
             report(line)
-            tail = (tail + [line])[-20:]
+            tail = ([*tail, line])[-20:]
     if proc.wait() != 0:
         raise ConvertError(f"the converter failed (exit {proc.returncode}); its last lines:\n" + "\n".join(tail))
     shutil.rmtree(work, ignore_errors=True)

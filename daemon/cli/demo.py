@@ -6,6 +6,7 @@ import difflib
 import os
 import shutil
 import time
+from pathlib import Path
 
 from banked.daemon import paths
 from banked.daemon.cli.console import client, out, stream_call
@@ -18,26 +19,39 @@ def _find(lines: list[str], needle: str) -> int:
     return next(i for i, ln in enumerate(lines) if needle in ln) + 1  # 1-based
 
 
-def run_demo() -> int:
+def sample_workspace() -> Path:
+    """A fresh copy of the bundled sample, with fixed old modification times (so the demo's edit is the hot
+    file)."""
     ws = paths.cache_dir() / "demo-workspace"
     shutil.rmtree(ws, ignore_errors=True)
     shutil.copytree(WORKSPACE, ws, ignore=shutil.ignore_patterns("__pycache__"))
-    # A fixed, old modification time for the sample, so the demo's edit is the hot file.
     for i, f in enumerate(sorted(ws.rglob("*"))):
         if f.is_file():
             stamp = 1_700_000_000 + i
             os.utime(f, (stamp, stamp))
-    geo = ws / "shapes" / "geometry.py"
-    table = Table("step", "ms", "reused", "prefilled", "generated", "ttft ms", title="banked demo")
+    return ws
 
-    def row(name: str, ms: float, res: p.Timings | p.WarmResult) -> None:
+
+class Steps(Table):
+    """The summary table: one row per step."""
+
+    def __init__(self) -> None:
+        super().__init__("step", "ms", "reused", "prefilled", "generated", "ttft ms", title="banked demo")
+
+    def row(self, name: str, ms: float, res: p.Timings | p.WarmResult) -> None:
         cells = (
             (res.reused_tokens, res.prefilled_tokens, res.generated_tokens, res.ttft_ms)
             if isinstance(res, p.Timings)
             else ("", res.prefilled_tokens, "", "")
         )
-        table.add_row(name, f"{ms:.0f}", *(str(x) for x in cells))
+        self.add_row(name, f"{ms:.0f}", *(str(x) for x in cells))
 
+
+def run_demo() -> int:
+    ws = sample_workspace()
+    geo = ws / "shapes" / "geometry.py"
+    table = Steps()
+    row = table.row
     with client() as c:
         out.rule("[bold]1. warm the workspace")
         w = stream_call(c, p.WARM, p.WarmParams(root=str(ws)), progress_label="warming")

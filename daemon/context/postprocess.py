@@ -74,7 +74,7 @@ def _depth_change(s: str) -> int:
 
 def decide(parsed: syntax.Parsed | None, cursor: Cursor, block_lines: int) -> Decision:
     before, rest = cursor.before, cursor.rest
-    braces = parsed is not None and parsed.language in _BRACE_LANGUAGES or (parsed is None and "{" in cursor.text)
+    braces = (parsed is not None and parsed.language in _BRACE_LANGUAGES) or (parsed is None and "{" in cursor.text)
     if any(c in "([" for c in _unclosed(before)):
         return Decision(1, "inside an open argument list or brackets: finish the line")
     if parsed is not None and syntax.in_inline_context(parsed, cursor):

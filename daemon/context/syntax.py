@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -267,44 +267,56 @@ def symbols(p: Parsed) -> list[Symbol]:
     return out
 
 
+def _python_imports(p: Parsed, n: Node) -> list[str]:
+    mod = n.child_by_field_name("module_name")
+    if mod is not None:
+        return [_text(p, mod)]
+    names = n.children_by_field_name("name")
+    out = [_text(p, c) for c in names if c.type == "dotted_name"]
+    aliased = [c.child_by_field_name("name") for c in names if c.type == "aliased_import"]
+    return out + [_text(p, a) for a in aliased if a is not None]
+
+
+def _field(name: str, strip: str = "", kind: str | None = None) -> Callable[[Parsed, Node], list[str]]:
+    """An import whose module is one field of the node (`source`, `path`, `argument`)."""
+
+    def get(p: Parsed, n: Node) -> list[str]:
+        f = n.child_by_field_name(name)
+        return [_text(p, f).strip(strip)] if f is not None and (kind is None or f.type == kind) else []
+
+    return get
+
+
+def _rust_imports(p: Parsed, n: Node) -> list[str]:
+    if n.type != "mod_item":
+        return _field("argument")(p, n)
+    name = n.child_by_field_name("name")
+    return ["mod::" + _text(p, name)] if n.child_by_field_name("body") is None and name is not None else []
+
+
+def _java_imports(p: Parsed, n: Node) -> list[str]:
+    return [_text(p, n).removeprefix("import").removesuffix(";").replace("static ", "").strip()]
+
+
+_IMPORTED: dict[str, Callable[[Parsed, Node], list[str]]] = {
+    "python": _python_imports,
+    "javascript": _field("source", "'\"`"),
+    "typescript": _field("source", "'\"`"),
+    "tsx": _field("source", "'\"`"),
+    "go": _field("path", '"`'),
+    "rust": _rust_imports,
+    "java": _java_imports,
+    "c": _field("path", '"', "string_literal"),
+    "cpp": _field("path", '"', "string_literal"),
+}
+
+
 def imports(p: Parsed) -> list[str]:
     """Imported module paths as written (`a.b`, `./x`, `"fmt"`, `crate::a`, `x.h`), in source order."""
-    out: list[str] = []
-    for n, _ in _walk(p.tree.root_node, IMPORTS.get(p.language, set())):
-        if p.language == "python":
-            mod = n.child_by_field_name("module_name")
-            if mod is not None:
-                out.append(_text(p, mod))
-            else:
-                out.extend(_text(p, c) for c in n.children_by_field_name("name") if c.type == "dotted_name")
-                out.extend(
-                    _text(p, c.child_by_field_name("name"))  # type: ignore[arg-type]
-                    for c in n.children_by_field_name("name")
-                    if c.type == "aliased_import" and c.child_by_field_name("name") is not None
-                )
-        elif p.language in ("javascript", "typescript", "tsx"):
-            src = n.child_by_field_name("source")
-            if src is not None:
-                out.append(_text(p, src).strip("'\"`"))
-        elif p.language == "go":
-            path = n.child_by_field_name("path")
-            if path is not None:
-                out.append(_text(p, path).strip('"`'))
-        elif p.language == "rust":
-            if n.type == "mod_item":
-                if n.child_by_field_name("body") is None and n.child_by_field_name("name") is not None:
-                    out.append("mod::" + _text(p, n.child_by_field_name("name")))  # type: ignore[arg-type]
-            else:
-                arg = n.child_by_field_name("argument")
-                if arg is not None:
-                    out.append(_text(p, arg))
-        elif p.language == "java":
-            out.append(_text(p, n).removeprefix("import").removesuffix(";").replace("static ", "").strip())
-        else:
-            path = n.child_by_field_name("path")
-            if path is not None and path.type == "string_literal":
-                out.append(_text(p, path).strip('"'))
-    return out
+    get = _IMPORTED.get(p.language)
+    if get is None:
+        return []
+    return [m for n, _ in _walk(p.tree.root_node, IMPORTS.get(p.language, set())) for m in get(p, n)]
 
 
 def ancestors_of_range(p: Parsed, start: int, end: int) -> list[Node]:

@@ -4,7 +4,7 @@ An engine holds one token sequence in its KV cache. The cache manager edits it
 with `truncate` and `prefill` only, which is what makes incremental updates
 exact: the cache always equals a fresh prefill of `cached`.
 
-`CachedEngine` keeps the token bookkeeping and every loop (chunked prefill,
+`Engine` keeps the token bookkeeping and every loop (chunked prefill,
 catching up to a target sequence, the logits recompute, the sampling loop) on
 top of three primitives a backend implements: `_forward` (append tokens to
 the cache, optionally computing the last position's logits), `_drop_from`
@@ -14,12 +14,12 @@ the cache, optionally computing the last position's logits), `_drop_from`
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
+from banked.daemon.ipc.protocol import EngineInfo as EngineInfo  # the engines fill it in
 
 ShouldStop = Callable[[], bool]
 OnProgress = Callable[[int, int], None]  # (tokens cached so far, target length)
@@ -34,84 +34,10 @@ class EngineError(RuntimeError):
 
 
 @dataclass
-class EngineInfo:
-    name: str
-    model: str
-    device: str
-    n_ctx: int
-    bytes_per_token: int
-    fingerprint: str
-    chunk: int  # tokens per prefill step: the longest a completion waits for background work
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
 class Sampling:
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0
     seed: int = 0
-
-
-class Engine(Protocol):
-    info: EngineInfo
-
-    def tokenize(self, text: str, special: bool = False) -> list[int]:
-        """Token ids of `text`; `special=True` turns special-token text into its id."""
-        ...
-
-    def detokenize(self, ids: Sequence[int]) -> bytes: ...
-
-    def special_id(self, text: str) -> int | None:
-        """The id of a special token such as "<|fim_prefix|>", or None if the vocab lacks it."""
-        ...
-
-    @property
-    def cached(self) -> Sequence[int]:
-        """The token ids whose keys and values are in the cache, in order."""
-        ...
-
-    @property
-    def eos_ids(self) -> set[int]: ...
-
-    def truncate(self, n: int) -> None:
-        """Keep the first `n` cached tokens, drop the rest."""
-        ...
-
-    def prefill(self, ids: Sequence[int], should_stop: ShouldStop = never, chunk: int = 0) -> int:
-        """Append `ids` in chunks; stop between chunks when asked. Returns tokens appended."""
-        ...
-
-    def catch_up(
-        self, ids: Sequence[int], should_stop: ShouldStop = never, on_progress: OnProgress | None = None
-    ) -> int:
-        """Make the cache equal `ids`: cut at the first difference, prefill the rest (stops between chunks when
-        asked). Returns tokens prefilled."""
-        ...
-
-    def logits(self) -> npt.NDArray[np.float32]:
-        """Next-token logits after the last cached token (recomputes them if unknown)."""
-        ...
-
-    def generate(
-        self,
-        max_tokens: int,
-        stop_ids: set[int],
-        sampling: Sampling | None = None,
-        should_stop: ShouldStop = never,
-    ) -> Iterator[int]:
-        """Sample up to `max_tokens`, appending each to the cache; a stop id ends it unappended."""
-        ...
-
-    def save(self, path: Path) -> None: ...
-
-    def load(self, path: Path) -> list[int]:
-        """Restore a saved cache; returns the token ids it holds. Raises EngineError if bad."""
-        ...
-
-    def close(self) -> None: ...
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -125,8 +51,13 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return int(diff[0]) if diff.size else n
 
 
-class CachedEngine:
-    """Token bookkeeping and the loops every engine shares; subclasses provide the three primitives."""
+class Engine:
+    """An engine: one token sequence in a KV cache, edited only by `truncate` and `prefill`.
+
+    This class is the whole protocol the rest of banked uses, and it owns the token bookkeeping and the
+    loops; a backend subclasses it with the three primitives plus its vocabulary (`tokenize`,
+    `detokenize`, `eos_ids`), persistence (`save`, `load`) and `close`.
+    """
 
     info: EngineInfo
 
@@ -158,9 +89,11 @@ class CachedEngine:
 
     @property
     def cached(self) -> Sequence[int]:
+        """The token ids whose keys and values are in the cache, in order."""
         return self._ids
 
     def truncate(self, n: int) -> None:
+        """Keep the first `n` cached tokens, drop the rest."""
         n = max(0, min(n, len(self._ids)))
         if n == len(self._ids):
             return
@@ -174,6 +107,7 @@ class CachedEngine:
         self._logits_known = want_logits
 
     def prefill(self, ids: Sequence[int], should_stop: ShouldStop = never, chunk: int = 0) -> int:
+        """Append `ids` in chunks; stop between chunks when asked. Returns tokens appended."""
         chunk = min(chunk or self._chunk, self._chunk)
         if len(self._ids) + len(ids) > self.info.n_ctx:
             raise EngineError(
@@ -204,6 +138,7 @@ class CachedEngine:
         return done
 
     def logits(self) -> npt.NDArray[np.float32]:
+        """Next-token logits after the last cached token (recomputed if unknown)."""
         self._ensure_logits()
         return self._last_logits()
 
@@ -224,6 +159,7 @@ class CachedEngine:
         sampling: Sampling | None = None,
         should_stop: ShouldStop = never,
     ) -> Iterator[int]:
+        """Sample up to `max_tokens`, appending each to the cache; a stop id ends it unappended."""
         sampling = sampling or Sampling()
         if sampling.temperature > 0:
             self._rng = np.random.default_rng(sampling.seed)
@@ -237,14 +173,33 @@ class CachedEngine:
             yield token
             self._append([token], want_logits=True)
 
-    # -- vocabulary helpers -----------------------------------------------------------------
-
-    def special_id(self, text: str) -> int | None:
-        ids = self.tokenize(text, special=True)
-        return ids[0] if len(ids) == 1 else None
+    # -- what a backend adds -----------------------------------------------------------------
 
     def tokenize(self, text: str, special: bool = False) -> list[int]:
+        """Token ids of `text`; `special=True` turns special-token text into its id."""
         raise NotImplementedError
+
+    def detokenize(self, ids: Sequence[int]) -> bytes:
+        raise NotImplementedError
+
+    @property
+    def eos_ids(self) -> set[int]:
+        raise NotImplementedError
+
+    def save(self, path: Path) -> None:
+        raise NotImplementedError
+
+    def load(self, path: Path) -> list[int]:
+        """Restore a saved cache; returns the token ids it holds. Raises EngineError if bad."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def special_id(self, text: str) -> int | None:
+        """The id of a special token such as "<|fim_prefix|>", or None if the vocab lacks it."""
+        ids = self.tokenize(text, special=True)
+        return ids[0] if len(ids) == 1 else None
 
 
 def gpt2_byte_symbols() -> list[str]:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from banked.daemon.engines.base import CachedEngine, EngineError, EngineInfo, gpt2_byte_symbols
+from banked.daemon.engines.base import Engine, EngineError, EngineInfo, gpt2_byte_symbols
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,26 @@ def model_fingerprint(model_dir: Path) -> str:
     return h.hexdigest()[:16]
 
 
-class Exl2Engine(CachedEngine):
+def _config(
+    exllamav2: Any, model_dir: Path, n_ctx: int, chunk: int, rope_scale: float, rope_alpha: float, causal_fix: bool
+) -> Any:
+    """exllamav2's config for the model, with banked's context, chunk and RoPE overrides."""
+    config = exllamav2.ExLlamaV2Config(str(model_dir))
+    config.banked_causal_fix = causal_fix  # read by the patched attention, per model
+    if rope_scale:
+        config.scale_pos_emb = rope_scale
+    if rope_alpha:
+        config.scale_alpha_value = rope_alpha
+    if n_ctx:
+        config.max_seq_len = n_ctx
+    config.max_input_len = chunk
+    # Our causal SDPA never materialises the attention matrix: keep chunks whole at any context.
+    # Without it, exllamav2's default bound (2048²) applies, as for any exllamav2 user.
+    config.max_attention_size = chunk * (config.max_seq_len + chunk) if causal_fix else 2048**2
+    return config
+
+
+class Exl2Engine(Engine):
     def __init__(
         self,
         model_dir: Path,
@@ -147,19 +166,7 @@ class Exl2Engine(CachedEngine):
             raise EngineError("the exl2 engine needs exllamav2==0.3.2: pip install exllamav2==0.3.2") from exc
         patch_causal_sdpa()
         self._torch = torch
-        config = exllamav2.ExLlamaV2Config(str(model_dir))
-        config.banked_causal_fix = causal_fix  # read by the patched attention, per model
-        if rope_scale:
-            config.scale_pos_emb = rope_scale
-        if rope_alpha:
-            config.scale_alpha_value = rope_alpha
-        if n_ctx:
-            config.max_seq_len = n_ctx
-        config.max_input_len = chunk
-        # Our causal SDPA never materialises the attention matrix: keep chunks whole at any context.
-        # Without it, exllamav2's default bound (2048²) applies, as for any exllamav2 user.
-        config.max_attention_size = chunk * (config.max_seq_len + chunk) if causal_fix else 2048**2
-        self.config = config
+        self.config = config = _config(exllamav2, model_dir, n_ctx, chunk, rope_scale, rope_alpha, causal_fix)
         self.model = exllamav2.ExLlamaV2(config)
         cache_cls = getattr(exllamav2, CACHE_TYPES[cache_type])
         try:

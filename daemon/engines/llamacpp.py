@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-from banked.daemon.engines.base import CachedEngine, EngineError, EngineInfo
+from banked.daemon.engines.base import Engine, EngineError, EngineInfo
 
 _FINGERPRINT_SAMPLE = 1 << 20
 
@@ -33,7 +33,7 @@ def model_digest(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-class LlamaCppEngine(CachedEngine):
+class LlamaCppEngine(Engine):
     def __init__(self, model_path: Path, n_ctx: int = 32768, n_threads: int = 0, chunk: int = 256):
         import llama_cpp  # heavy import: only when an engine is built
 

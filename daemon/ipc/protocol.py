@@ -166,14 +166,16 @@ class OverlayResult(Struct, kw_only=True):
     overlay: bool
 
 
-class EngineStatus(Struct, kw_only=True):
+class EngineInfo(Struct, kw_only=True):
+    """What an engine is (engines fill it in; `status` reports it)."""
+
     name: str
     model: str
     device: str
     n_ctx: int
     bytes_per_token: int
     fingerprint: str
-    chunk: int
+    chunk: int  # tokens per prefill step: the longest a completion waits for background work
     extra: dict[str, Any] = {}
 
 
@@ -197,7 +199,7 @@ class StatusResult(Struct, kw_only=True):
     pid: int
     version: str
     uptime_s: float
-    engine: EngineStatus
+    engine: EngineInfo
     cached_tokens: int
     capacity: int
     pending_jobs: int

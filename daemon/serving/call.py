@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from banked.daemon.ipc import protocol
 from banked.daemon.serving.scheduler import Job
+
+if TYPE_CHECKING:
+    from banked.daemon.serving.workspaces import Entry
 
 Notify = Callable[[str, dict[str, Any]], None]
 
@@ -36,3 +40,12 @@ class Call:
         self.cancelled = True
         for j in self.jobs:
             j.cancel()
+
+
+@dataclass(frozen=True)
+class Target:
+    """The file a request is about: its absolute path, its workspace and its path relative to it."""
+
+    path: Path
+    entry: Entry
+    rel: str

@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import struct
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -234,6 +235,23 @@ async def watch_socket(sock_path: Path, stop: asyncio.Event) -> None:
             stop.set()
 
 
+async def listen(
+    on_client: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+    sock_path: Path,
+    inherited: socket.socket | None,
+) -> asyncio.Server:
+    """Serve the socket systemd passed, else a new one at `sock_path`, created 0600 (no moment of wider mode)."""
+    if inherited is not None:
+        return await asyncio.start_unix_server(on_client, sock=inherited, limit=rpc.MAX_FRAME)
+    old_umask = os.umask(0o177)
+    try:
+        server = await asyncio.start_unix_server(on_client, path=str(sock_path), limit=rpc.MAX_FRAME)
+    finally:
+        os.umask(old_umask)
+    os.chmod(sock_path, 0o600)
+    return server
+
+
 async def serve(daemon: Daemon, sock_path: Path | None = None) -> None:
     sock_path = sock_path or paths.socket_path()
     paths.prepare_socket_dir(sock_path)
@@ -262,15 +280,7 @@ async def serve(daemon: Daemon, sock_path: Path | None = None) -> None:
         finally:
             conns.discard(conn)
 
-    if inherited is not None:
-        server = await asyncio.start_unix_server(on_client, sock=inherited, limit=rpc.MAX_FRAME)
-    else:
-        old_umask = os.umask(0o177)
-        try:
-            server = await asyncio.start_unix_server(on_client, path=str(sock_path), limit=rpc.MAX_FRAME)
-        finally:
-            os.umask(old_umask)
-        os.chmod(sock_path, 0o600)
+    server = await listen(on_client, sock_path, inherited)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -9,12 +9,10 @@ to, what the cache holds) are workspaces.py's; prompt texts are prompts.py's.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,33 +26,13 @@ from banked.daemon.context.wscache import TAIL_RESERVE
 from banked.daemon.engines.base import Engine, EngineError
 from banked.daemon.engines.generation import Generation, TextStream, run_generation
 from banked.daemon.ipc import protocol as p
-from banked.daemon.serving.call import Call, UserError
+from banked.daemon.serving import chat
+from banked.daemon.serving.call import Call, Target, UserError
 from banked.daemon.serving.scheduler import YIELD, Cancelled, Job, Priority, Scheduler
 from banked.daemon.serving.workspaces import Entry, Workspaces
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Target:
-    """The file a request is about: its absolute path, its workspace and its path relative to it."""
-
-    path: Path
-    entry: Entry
-    rel: str
-
-
-@dataclass(frozen=True)
-class Turn:
-    """A finished chat turn: the answer and the lines it was about."""
-
-    g: Generation
-    target: Target
-    text: str  # the whole buffer the selection was taken from
-    start: int
-    end: int
-    original: str
 
 
 class Daemon:
@@ -97,7 +75,7 @@ class Daemon:
             pid=os.getpid(),
             version=__version__,
             uptime_s=round(time.time() - self.started, 1),
-            engine=p.EngineStatus(**info.as_dict()),
+            engine=info,
             cached_tokens=len(self.engine.cached),
             capacity=info.n_ctx,
             pending_jobs=self.sched.pending(),
@@ -194,7 +172,7 @@ class Daemon:
         for attempt in (1, 2):  # one retry, told why
             turn = await self._chat(call, params, prompts.refactor(instruction))
             replacement = prompts.reindent(turn.original, prompts.extract_code(turn.g.stream.text))
-            errors = await asyncio.to_thread(self._rewrite_errors, turn, replacement)
+            errors = await asyncio.to_thread(chat.rewrite_errors, turn, replacement, self.cfg.validate_refactors)
             if not errors:
                 break
             if attempt == 2:
@@ -290,55 +268,23 @@ class Daemon:
 
     # -- chat turns --------------------------------------------------------------------------
 
-    async def _chat(self, call: Call, params: p.ChatParams, prompt: prompts.ChatPrompt) -> Turn:
+    async def _chat(self, call: Call, params: p.ChatParams, prompt: prompts.ChatPrompt) -> chat.Turn:
         """Run a chat turn on the selected lines (none selected: the code around the cursor)."""
         max_tokens = params.max_tokens or self.cfg.chat_max_tokens
         t = await self._file(params)
         text = await self._text(t, params.text)
-        lines = text.splitlines(keepends=True)
-        if params.start_line is None and params.end_line is None and params.cursor_line is not None:
-            start, end = await asyncio.to_thread(self._around, t, text, params.cursor_line)
-        else:
-            start = params.start_line or 1
-            end = len(lines) if params.end_line is None else params.end_line
-        if not (start <= max(end, 1) and end <= max(len(lines), 1)):
-            raise UserError(f"lines {start}-{end} are not within {t.rel} (1-{len(lines)})")
-        selected = "".join(lines[start - 1 : end])
-        user = prompt(t.rel, selected, start, end)
+        start, end = await asyncio.to_thread(chat.selected_lines, self.parses, t, text, params)
+        selected = "".join(text.splitlines(keepends=True)[start - 1 : end])
         self.workspaces.ensure_synced(t.entry)
-        chat_tail = await asyncio.to_thread(self.tpl.chat, user)
-        if len(chat_tail) + max_tokens > TAIL_RESERVE:
+        tail = await asyncio.to_thread(self.tpl.chat, prompt(t.rel, selected, start, end))
+        if len(tail) + max_tokens > TAIL_RESERVE:
             raise UserError(
-                f"the selection is too large ({len(chat_tail)} tokens; at most {TAIL_RESERVE - max_tokens}): "
+                f"the selection is too large ({len(tail)} tokens; at most {TAIL_RESERVE - max_tokens}): "
                 "select fewer lines"
             )
-        g = Generation(chat_tail, self.tpl.chat_stops, max_tokens, TextStream(self.engine), on_text=self._stream(call))
+        g = Generation(tail, self.tpl.chat_stops, max_tokens, TextStream(self.engine), on_text=self._stream(call))
         await self._run(call, Priority.CHAT, lambda job: self._step(job, t.entry, g), f"chat {t.rel}")
-        return Turn(g, t, text, start, end, selected)
+        return chat.Turn(g, t, text, start, end, selected)
 
-    def _chat_fields(self, turn: Turn) -> dict[str, Any]:
-        return {
-            **self._timings(turn.g),
-            "path": turn.target.rel,
-            "start_line": turn.start,
-            "end_line": turn.end,
-            "original": turn.original,
-            "digest": hashlib.sha256(turn.text.encode()).hexdigest(),
-            "workspace": str(turn.target.entry.root),
-        }
-
-    def _around(self, t: Target, text: str, cursor_line: int) -> tuple[int, int]:
-        """The enclosing definition (tree-sitter), else the top-level block around the cursor."""
-        parsed = self.parses.parse(f"{t.entry.root}/{t.rel}", text)
-        found = syntax.enclosing_definition(parsed, cursor_line) if parsed is not None else None
-        return found or syntax.indented_block(text.splitlines(), cursor_line)
-
-    def _rewrite_errors(self, turn: Turn, replacement: str) -> list[int]:
-        """Lines (1-based) where the file with the rewrite applied no longer parses; [] when it does."""
-        language = syntax.language_of(turn.target.rel)
-        if language is None or not self.cfg.validate_refactors:
-            return []
-        new = p.replace_lines(turn.text, turn.start, turn.end, replacement)
-        before = syntax.error_lines(syntax.parse_text(language, turn.text))
-        after = syntax.error_lines(syntax.parse_text(language, new))
-        return [] if len(after) <= len(before) else [r + 1 for r in after]
+    def _chat_fields(self, turn: chat.Turn) -> dict[str, Any]:
+        return chat.fields(turn, self.engine.info.name, self.engine.info.model)

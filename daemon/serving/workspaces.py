@@ -74,8 +74,7 @@ class KnownRoots:
         return str(root) in self.roots
 
     def nearest(self, file: Path) -> Path | None:
-        found = [Path(r) for r in self.roots if file.is_relative_to(r)]
-        return max(found, key=lambda p: len(p.parts), default=None)
+        return paths.nearest_root(file, [Path(r) for r in self.roots])
 
     def latest(self) -> Path | None:
         return Path(max(self.roots, key=lambda r: self.roots[r])) if self.roots else None
@@ -110,10 +109,7 @@ def find_git_root(path: Path) -> Path | None:
 
 class Workspaces:
     def __init__(self, cfg: Config, engine: Engine, tpl: QwenCoderTemplate, sched: Scheduler):
-        self.cfg = cfg
-        self.engine = engine
-        self.tpl = tpl
-        self.sched = sched
+        self.cfg, self.engine, self.tpl, self.sched = cfg, engine, tpl, sched
         self.entries: dict[Path, Entry] = {}
         self.active: Path | None = None  # the root the engine's cache holds (model thread)
         self.known = KnownRoots(paths.state_file())

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
 
 
 def _gpu_ready() -> str:
@@ -36,7 +33,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def exl2_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from banked.daemon.cli.convert import convert
-    from tinyhf import write_tiny_qwen2_hf
+    from banked.daemon.engines.tinyhf import write_tiny_qwen2_hf
 
     base = tmp_path_factory.mktemp("exl2")
     hf = write_tiny_qwen2_hf(base / "hf")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from banked.daemon import paths
 from banked.daemon.config import Config
 from banked.daemon.context.cursor import Cursor
 from banked.daemon.context.templates import template_for
@@ -140,10 +141,7 @@ def test_cancellation_between_chunks_and_tokens(exl2_model: Path) -> None:
 def test_daemon_on_exl2(exl2_model: Path, tmp_path: Path) -> None:
     env = {
         **os.environ,
-        "BANKED_CACHE_DIR": str(tmp_path / "c"),
-        "BANKED_RUNTIME_DIR": str(tmp_path / "r"),
-        "BANKED_LOG_DIR": str(tmp_path / "l"),
-        "BANKED_CONFIG_DIR": str(tmp_path / "cfg"),
+        **paths.isolated_env(tmp_path),
         "BANKED_ENGINE": "auto",
         "BANKED_MODEL": str(exl2_model),
         "BANKED_N_CTX": "4096",

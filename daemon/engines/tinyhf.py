@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from banked.daemon.engines.base import gpt2_byte_symbols
-from tinymodel import SPECIALS
+from banked.daemon.engines.tinymodel import SPECIALS
 
 
 def write_tokenizer(out: Path) -> int:

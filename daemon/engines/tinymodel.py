@@ -29,7 +29,7 @@ def write_tiny_qwen2(path: Path, *, d: int = 64, layers: int = 2, ctx: int = 327
     import gguf
 
     rng = np.random.default_rng(seed)
-    tokens = gpt2_byte_symbols() + ["ĠĠ"] + SPECIALS
+    tokens = [*gpt2_byte_symbols(), "ĠĠ", *SPECIALS]
     types = [gguf.TokenType.NORMAL] * 257 + [gguf.TokenType.CONTROL] * len(SPECIALS)
     n_vocab = len(tokens)
     n_head, n_head_kv, ff = 4, 2, 2 * d
