@@ -1,34 +1,33 @@
-"""Completion quality on real code: whole-workspace context vs. the current file vs. no suffix.
+"""Completion quality on code nobody here wrote: whole workspace vs. the current file vs. retrieved snippets.
 
-    python bench/quality.py [--source DIR] [--targets 24] [--files 3] [--seed 0] [--json bench/results/quality.json]
+    python bench/quality.py --source DIR [--cross-file] --targets 60 --modes workspace,file,snippets --json PATH
 
-Masks deterministic-random targets in a directory of source code (a single
-line, a block after a block opener, a function body) and asks the model to
-fill each in, through banked's own code paths (WorkspaceCache, FIM tail,
-run_generation, completion decisions and post-processing), in three modes:
+Masks targets in a package and asks the embedded model (or `--model`) to fill each in, through banked's own
+code paths (WorkspaceCache plan, focus segment, FIM tail, run_generation, decide, clean). The buffer is the
+file with the target removed, cursor at the target, as when a user writes new code; in every mode the saved
+copy of that file (without the target line) is in the prefix, as the daemon holds it, and every mode has the
+same FIM tail. Modes:
 
-- workspace: every file of the workspace in the prefix, as the daemon serves it;
 - file: the current file only;
-- prefix: the whole workspace, but nothing after the cursor (no FIM suffix, and
-  the current file cut at the cursor).
+- snippets: the current file plus up to 1,024 tokens of retrieved snippets, chosen as Copilot and Continue
+  do: the definitions the file imports, then the 60-line windows of other files most Jaccard-similar to the
+  lines before the cursor;
+- workspace: banked as it serves: every file of the package (ordered as banked orders them), the focus
+  segment, then the tail;
+- workspace-noactive / workspace-nofocus: banked without the saved copy of the current file / without the
+  focus segment (to decide what pays).
 
-In no mode is the target's file in the prefix: its masked text is in the FIM
-tail (`--prefix-lines` lines before the cursor, the usual suffix after it), so
-`workspace` and `file` differ only by the other files. Every other file is in
-the workspace prefix, the other files with targets included (they are taken out
-only while their own targets run, and put back as the newest files after).
-Reported per mode: exact match and edit similarity of the
-post-processed completion (and of the raw one, so post-processing can be seen
-never to lower exact match), how many raw completions repeated the code after
-the cursor and how many still do after post-processing, and latency. Not a
-test: a table and JSON. Default source: the installed pytest-lsp package (code
-nobody here wrote).
+Targets: `--cross-file` takes single lines that use a name another file of the package defines, the current
+file does not define, and the current file uses nowhere outside its import lines (CrossCodeEval's rule);
+otherwise deterministic-random lines, blocks and function bodies (the no-regression set). Reported per mode:
+exact match, identifier hits (the completion uses the target's cross-file names), edit similarity, raw exact
+match (post-processing must never lower it), suffix repetitions, latency. Targets are grouped per file, so
+each file's prefix is prefilled once. A table and JSON (`targets`, `summary.<mode>.exact_match`, ...).
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import importlib.util
 import json
 import random
@@ -37,8 +36,9 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,99 +54,240 @@ from banked.daemon.engines.generation import Generation, TextStream, run_generat
 from banked.daemon.engines.llamacpp import LlamaCppEngine
 from common import report
 
+IDENT = re.compile(r"[A-Za-z_]\w*")
+SNIPPET_TOKENS = 1024
+
+
+# -- targets -----------------------------------------------------------------------------------------
+
 
 @dataclass
 class Target:
-    path: str  # relative to the workspace
+    path: str  # relative to the package
     kind: str  # line | block | body
-    start: int  # character offsets of the masked span in the file's text
+    start: int  # character offsets of the masked span in the file's text (after the line's indentation)
     end: int
+    names: tuple[str, ...] = ()  # the cross-file names the span uses
 
-    def masked(self, text: str) -> str:
+    def buffer(self, text: str) -> str:
+        """The live buffer: the span removed, the cursor where it was (its line's indentation kept)."""
         return text[: self.start] + text[self.end :]
 
-    def cursor(self, text: str) -> tuple[int, int]:
-        before = text[: self.start]
-        return before.count("\n"), self.start - (before.rfind("\n") + 1)
+    def saved(self, text: str) -> str:
+        """The file on disk while the user writes the target: without the target's lines at all."""
+        line_start = text.rfind("\n", 0, self.start) + 1
+        line_end = text.find("\n", self.end)
+        return text[:line_start] + (text[line_end + 1 :] if line_end >= 0 else "")
 
-    def surroundings(self, masked: str, max_lines: int) -> tuple[postprocess.Decision, Cursor]:
-        """What post-processing needs: the completion decision and the cursor in the masked text."""
-        line, col = self.cursor(masked)
-        parsed = syntax.parse_text("python", masked) if self.path.endswith(".py") else None
-        cursor = Cursor.at(masked, line, col)
-        return postprocess.decide(parsed, cursor, max_lines), cursor
+    def cursor(self, text: str) -> Cursor:
+        buf = self.buffer(text)
+        before = buf[: self.start]
+        return Cursor.at(buf, before.count("\n"), self.start - (before.rfind("\n") + 1))
 
 
 def _line_starts(text: str) -> list[int]:
-    starts = [0]
-    for i, c in enumerate(text):
-        if c == "\n":
-            starts.append(i + 1)
-    return starts
+    return [0] + [i + 1 for i, c in enumerate(text) if c == "\n"]
 
 
-def find_targets(
-    rel: str, text: str, rng: random.Random, per_kind: int, keep: Callable[[Target], bool] | None = None
-) -> list[Target]:
-    """Candidate spans by kind (those `keep` accepts); `per_kind` of each, chosen with `rng`."""
-    lines = text.split("\n")
+def _is_code_line(s: str) -> bool:
+    return (
+        len(s) >= 12
+        and not s.startswith(("#", '"', "'", "@", "import ", "from "))
+        and not s.endswith((":", ",", "(", "[", "{", "\\"))
+    )
+
+
+def line_targets(rel: str, text: str) -> list[Target]:
+    """Lines of code (not prose inside a docstring or a comment) worth completing."""
     starts = _line_starts(text)
-    lines_c: list[Target] = []
-    blocks: list[Target] = []
-    bodies: list[Target] = []
-    for i, ln in enumerate(lines):
-        s = ln.strip()
-        if len(s) >= 12 and not s.startswith(("#", '"', "'", "@")) and not s.endswith((":", ",", "(", "[", "{", "\\")):
-            ind = len(ln) - len(ln.lstrip())
-            lines_c.append(Target(rel, "line", starts[i] + ind, starts[i] + len(ln)))
-        if s.endswith(":") and not s.startswith(("def ", "class ", "async def ", "#", "@")) and i + 1 < len(lines):
-            ind = len(ln) - len(ln.lstrip())
-            j = i + 1
-            while j < len(lines) and (not lines[j].strip() or len(lines[j]) - len(lines[j].lstrip()) > ind):
-                j += 1
-            while j - 1 > i and not lines[j - 1].strip():
-                j -= 1
-            if 1 <= j - i - 1 <= 4:
-                first = lines[i + 1]
-                begin = starts[i + 1] + len(first) - len(first.lstrip())
-                blocks.append(Target(rel, "block", begin, starts[j - 1] + len(lines[j - 1])))
-    parsed = syntax.parse_text("python", text) if rel.endswith(".py") else None
-    if parsed is not None:
-        for sym in syntax.symbols(parsed):
-            if sym.kind == "function_definition" and 2 <= sym.end_line - sym.start_line <= 8:
-                body_line = next((k for k in range(sym.start_line + 1, sym.end_line + 1) if lines[k].strip()), None)
-                if body_line is None or lines[body_line].lstrip().startswith(('"""', "'''", '"', "'")):
-                    continue  # docstrings make the body a recitation
-                first = lines[body_line]
-                begin = starts[body_line] + len(first) - len(first.lstrip())
-                bodies.append(Target(rel, "body", begin, starts[sym.end_line] + len(lines[sym.end_line])))
-    out: list[Target] = []
-    for pool in ([t for t in p if keep is None or keep(t)] for p in (lines_c, blocks, bodies)):
-        rng.shuffle(pool)
-        out.extend(pool[:per_kind])
+    parsed = syntax.parse_text("python", text)
+    out = []
+    for i, ln in enumerate(text.split("\n")):
+        ind = len(ln) - len(ln.lstrip())
+        if _is_code_line(ln.strip()) and not _in_string(parsed, len(text[: starts[i] + ind].encode())):
+            out.append(Target(rel, "line", starts[i] + ind, starts[i] + len(ln)))
     return out
 
 
-IDENT = re.compile(r"[A-Za-z_]\w*")
+def _in_string(parsed: syntax.Parsed, offset: int) -> bool:
+    return any(
+        n.type in ("string", "string_content", "comment") for n in syntax.ancestors_of_range(parsed, offset, offset + 1)
+    )
+
+
+def block_and_body_targets(rel: str, text: str) -> list[Target]:
+    """Blocks of 1-4 lines after a block opener, and function bodies of 2-8 lines (no docstrings)."""
+    lines, starts, out = text.split("\n"), _line_starts(text), []
+    for i, ln in enumerate(lines):
+        s = ln.strip()
+        if not s.endswith(":") or s.startswith(("def ", "class ", "async def ", "#", "@")) or i + 1 >= len(lines):
+            continue
+        ind = len(ln) - len(ln.lstrip())
+        j = i + 1
+        while j < len(lines) and (not lines[j].strip() or len(lines[j]) - len(lines[j].lstrip()) > ind):
+            j += 1
+        while j - 1 > i and not lines[j - 1].strip():
+            j -= 1
+        if 1 <= j - i - 1 <= 4:
+            first = lines[i + 1]
+            out.append(
+                Target(
+                    rel, "block", starts[i + 1] + len(first) - len(first.lstrip()), starts[j - 1] + len(lines[j - 1])
+                )
+            )
+    for sym in syntax.symbols(syntax.parse_text("python", text)):
+        if sym.kind == "function_definition" and 2 <= sym.end_line - sym.start_line <= 8:
+            k = next((k for k in range(sym.start_line + 1, sym.end_line + 1) if lines[k].strip()), None)
+            if k is not None and not lines[k].lstrip().startswith(('"""', "'''", '"', "'")):
+                begin = starts[k] + len(lines[k]) - len(lines[k].lstrip())
+                out.append(Target(rel, "body", begin, starts[sym.end_line] + len(lines[sym.end_line])))
+    return out
 
 
 def defined_names(text: str) -> set[str]:
-    """Names a Python module defines: its functions, classes, methods and module-level assignments."""
-    names = {sym.name.split(".")[-1] for sym in syntax.symbols(syntax.parse_text("python", text))}
+    """What a Python module defines: functions, classes, methods and module-level assignments."""
+    names = {s.name for s in syntax.symbols(syntax.parse_text("python", text))}
     return names | set(re.findall(r"^([A-Za-z_]\w*)\s*[:=]", text, re.M))
 
 
-def needs_other_files(t: Target, text: str, own: set[str], others: set[str], prefix_lines: int) -> bool:
-    """The target uses a name only another file defines, and the FIM tail does not show it.
+def uses_outside_imports(text: str) -> Counter[str]:
+    """How often the file uses each identifier in lines that are not import statements."""
+    lines = [ln for ln in _statements(text) if not ln.lstrip().startswith(("import ", "from "))]
+    return Counter(IDENT.findall("\n".join(lines)))
 
-    The cross-file subset (as CrossCodeEval selects its targets): what the workspace context is for.
-    """
-    line = text[: t.start].count("\n")
-    visible = "\n".join(text.split("\n")[max(0, line - prefix_lines) : line]) + text[t.end : t.end + 250]
-    return any(
-        n in others and n not in own and not re.search(rf"\b{n}\b", visible)
-        for n in set(IDENT.findall(text[t.start : t.end]))
-    )
+
+def _statements(text: str) -> list[str]:
+    """Lines with multi-line imports folded into one (a parenthesised `from x import (a, b)` is one import)."""
+    out, buf, depth = [], "", 0
+    for ln in text.split("\n"):
+        buf = f"{buf} {ln}" if buf else ln
+        depth += ln.count("(") - ln.count(")")
+        if depth <= 0:
+            out.append(buf)
+            buf, depth = "", 0
+    return out + ([buf] if buf else [])
+
+
+def cross_file_names(t: Target, text: str, own: set[str], used: Counter[str], others: set[str]) -> tuple[str, ...]:
+    """CrossCodeEval's rule: names the span uses that another file defines, this file does not, and this file
+    uses nowhere outside its import lines (the span itself not counted)."""
+    span = Counter(IDENT.findall(text[t.start : t.end]))
+    return tuple(sorted(n for n in span if n in others and n not in own and used[n] <= span[n]))
+
+
+def choose_targets(files: dict[str, str], n: int, cross: bool, seed: int) -> list[Target]:
+    """`n` targets, deterministic-random, grouped by file (each file's in source order)."""
+    rng = random.Random(seed)
+    names = {p: defined_names(t) for p, t in files.items()}
+    pool: list[Target] = []
+    for rel in sorted(files):
+        text = files[rel]
+        if cross:
+            others = set().union(*(v for k, v in names.items() if k != rel))
+            used = uses_outside_imports(text)
+            for t in line_targets(rel, text):
+                t.names = cross_file_names(t, text, names[rel], used, others)
+                if t.names:
+                    pool.append(t)
+        else:
+            pool += line_targets(rel, text) + block_and_body_targets(rel, text)
+    rng.shuffle(pool)
+    chosen = pool[:n]
+    by_file: dict[str, list[Target]] = {}
+    for t in chosen:
+        by_file.setdefault(t.path, []).append(t)
+    return [t for rel in sorted(by_file) for t in sorted(by_file[rel], key=lambda t: -t.start)]
+
+
+# -- snippets (the retrieval peer) --------------------------------------------------------------------
+
+
+def snippets(rel: str, buffer: str, cursor_line: int, files: dict[str, str], tpl: Any) -> list[tuple[str, str]]:
+    """Up to SNIPPET_TOKENS of context as Copilot/Continue retrieve it: imported definitions, then the 60-line
+    windows of other files most Jaccard-similar to the 60 lines before the cursor."""
+    from banked.daemon.context import focus, repomap
+
+    infos = {p: repomap.RepoMap().info(p, t, digest(t)) for p, t in files.items()}
+    parsed = syntax.parse_text("python", buffer)
+    imported = [w for w in focus.wanted(rel, parsed, Cursor.at(buffer, 0, 0), infos) if w.score >= 3.0]
+    out: list[tuple[str, str]] = []
+    used = 0
+    for w in imported:
+        text = focus.excerpt(files[w.path], w.symbol, infos[w.path].symbols)
+        cost = len(tpl.tokens(text)) + 8
+        if used + cost > SNIPPET_TOKENS // 2:
+            break
+        out.append((w.path, text))
+        used += cost
+    here = set(IDENT.findall("\n".join(buffer.split("\n")[max(0, cursor_line - 60) : cursor_line])))
+    windows = []
+    for p, text in files.items():
+        if p == rel:
+            continue
+        lines = text.split("\n")
+        for i in range(0, max(1, len(lines) - 59), 30):
+            w = "\n".join(lines[i : i + 60])
+            ids = set(IDENT.findall(w))
+            windows.append((len(here & ids) / max(1, len(here | ids)), p, i, w))
+    for _score, p, _i, w in sorted(windows, key=lambda x: (-x[0], x[1], x[2])):
+        cost = len(tpl.tokens(w)) + 8
+        if used + cost > SNIPPET_TOKENS:
+            continue
+        out.append((p, w))
+        used += cost
+    return out
+
+
+# -- modes ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Mode:
+    """One way of giving the model context: its own workspace, cache and engine."""
+
+    name: str
+    wc: WorkspaceCache
+    with_files: bool  # the other files of the package
+    with_active: bool = True  # the saved copy of the current file
+    with_focus: bool = False
+    with_snippets: bool = False
+    clock: int = field(default=1 << 62)
+
+    def put(self, path: str, text: str | None) -> None:
+        """Write a file into this mode's workspace as the newest one (None: take it out)."""
+        self.wc.ws.files.pop(path, None)
+        if text is not None:
+            self.clock += 1
+            self.wc.ws.files[path] = FileState(path, text, self.clock, digest(text))
+        self.wc.invalidate()
+
+    def complete(self, t: Target, text: str, files: dict[str, str], max_tokens: int) -> dict[str, Any]:
+        buf, cursor = t.buffer(text), t.cursor(text)
+        parsed = syntax.parse_text("python", buf)
+        decision = postprocess.decide(parsed, cursor, self.wc.cfg.max_lines)
+        tail: list[int] = []
+        if self.with_snippets:
+            for path, snippet in snippets(t.path, buf, cursor.line, files, self.wc.tpl):
+                tail += self.wc.tpl.file(path, snippet)
+        if self.with_focus:
+            tail += self.wc.focus(t.path, cursor, parsed)
+        t0 = time.perf_counter()
+        g = Generation(
+            tail + self.wc.fim_tail(t.path, cursor, max_tokens, before_it=len(tail)),
+            self.wc.tpl.fim_stops,
+            max_tokens,
+            TextStream(self.wc.engine, max_lines=decision.max_lines),
+        )
+        synced = self.wc.sync()
+        run_generation(self.wc, g)
+        raw = g.stream.text
+        return {
+            "raw": raw,
+            "text": postprocess.clean(raw, cursor, decision),
+            "seconds": time.perf_counter() - t0,
+            "synced_tokens": synced,
+            **g.metrics(),
+        }
 
 
 def levenshtein(a: str, b: str) -> int:
@@ -168,17 +309,12 @@ def similarity(a: str, b: str) -> float:
     return 1.0 if not a and not b else 1 - levenshtein(a, b) / max(len(a), len(b))
 
 
-def repeats_suffix(completion: str, after: str) -> bool:
-    """The completion re-types code already after the cursor: the rest of its line, or the next lines.
-
-    A generated line equal to the next line counts when it is what the model ends on, when the
-    model goes on with the line after it too, or when it is long enough (postprocess.DISTINCT_LINE)
-    not to be a coincidence; a `try:` or `else:` of the model's own followed by other code does not.
-    """
-    rest, _, below = after.partition("\n")
-    if rest.strip() and completion.rstrip().endswith(rest.strip()):
+def repeats_suffix(completion: str, cursor: Cursor) -> bool:
+    """The completion re-types code already after the cursor: the rest of its line, or the next lines."""
+    rest = cursor.rest.strip()
+    if rest and completion.rstrip().endswith(rest):
         return True
-    nxt = [ln.strip() for ln in below.split("\n") if ln.strip()][:2]
+    nxt = [ln.strip() for ln in cursor.below(40) if ln.strip()][:2]
     gen = completion.rstrip().split("\n")
     for i in range(1, len(gen)):
         if not nxt or len(nxt[0]) < 3 or gen[i].strip() != nxt[0]:
@@ -189,249 +325,221 @@ def repeats_suffix(completion: str, after: str) -> bool:
     return False
 
 
-EDITED_MTIME_NS = 1 << 62  # files with targets are newer than anything on disk: last in the prefix
+def uses(completion: str, names: Iterable[str]) -> bool:
+    got = set(IDENT.findall(completion))
+    return all(n in got for n in names)
 
 
-class Mode:
-    """One way of giving the model context: a WorkspaceCache over its own workspace and engine."""
-
-    def __init__(self, name: str, engine: Engine, ws: Workspace, cfg: config.Config, suffix: bool):
-        self.name, self.suffix, self.cfg, self.ws = name, suffix, cfg, ws
-        self.wc = WorkspaceCache(ws, engine, template_for(engine), cfg)
-        self.newest = EDITED_MTIME_NS
-
-    def edit(self, path: str, text: str | None) -> None:
-        """Take a file out of this mode's workspace (None), or put it back as the newest file on disk."""
-        self.ws.files.pop(path, None)
-        if text is not None:
-            self.newest += 1
-            self.ws.files[path] = FileState(path, text, self.newest, digest(text))
-        self.wc.invalidate()
-
-    def complete(self, t: Target, masked: str, max_tokens: int) -> dict[str, Any]:
-        decision, cursor = t.surroundings(masked, self.cfg.max_lines)
-        text = masked if self.suffix else masked[: t.start]
-        self.wc.sync()
-        tail = self.wc.fim_tail(t.path, Cursor.at(text, cursor.line, cursor.col))
-        g = Generation(
-            tail, self.wc.tpl.fim_stops, max_tokens, TextStream(self.wc.engine, max_lines=decision.max_lines)
-        )
-        t0 = time.perf_counter()
-        run_generation(self.wc, g)
-        raw = g.stream.text
-        cleaned = postprocess.clean(raw, cursor, decision, suffix=self.suffix)
-        return {
-            "raw": raw,
-            "text": cleaned,
-            "after": cursor.after,
-            "seconds": time.perf_counter() - t0,
-            **g.metrics(),
-        }
+def score(r: dict[str, Any], t: Target, expected: str, cursor: Cursor) -> dict[str, Any]:
+    return {
+        "text": r["text"],
+        "raw": r["raw"],
+        "exact": norm(r["text"]) == norm(expected),
+        "exact_raw": norm(r["raw"]) == norm(expected),
+        "identifier_hit": uses(r["text"], t.names) if t.names else None,
+        "similarity": similarity(r["text"], expected),
+        "repeats_suffix_raw": repeats_suffix(r["raw"], cursor),
+        "repeats_suffix": repeats_suffix(r["text"], cursor),
+        "ttft_ms": r["ttft_ms"],
+        "prefilled_tokens": r["prefilled_tokens"],
+        "synced_tokens": r["synced_tokens"],
+        "seconds": r["seconds"],
+    }
 
 
-def replay(path: Path, source: Path) -> None:
-    """Post-process the raw completions of an earlier run again: for changes to the rules, without the model."""
-    data = json.loads(path.read_text())
-    totals: dict[str, dict[str, float]] = {}
-    names = {str(f.relative_to(source)): defined_names(f.read_text()) for f in source.rglob("*.py")}
-    cross = 0
-    for r in data["results"]:
-        text = (source / r["path"]).read_text()
-        start = r.get("start")
-        if start is None:  # older runs: the target starts after the indentation of its line
-            line_start = sum(len(x) + 1 for x in text.split("\n")[: r["line"] - 1])
-            start = text.index(r["expected"], line_start)
-        t = Target(r["path"], r["kind"], start, start + len(r["expected"]))
-        others = set().union(*(v for k, v in names.items() if k != t.path))
-        cross += needs_other_files(t, text, names.get(t.path, set()), others, data["prefix_lines"])
-        decision, cursor = t.surroundings(t.masked(text), 10)
-        after = cursor.after
-        for mode in [m for m in ("workspace", "file", "prefix") if m in r]:
-            raw = r[mode]["raw"]
-            cleaned = postprocess.clean(raw, cursor, decision, suffix=mode != "prefix")
-            acc = totals.setdefault(mode, {"exact": 0, "exact_raw": 0, "repeats_raw": 0, "repeats": 0, "lowered": 0})
-            exact, exact_raw = norm(cleaned) == norm(r["expected"]), norm(raw) == norm(r["expected"])
-            acc["exact"] += exact
-            acc["exact_raw"] += exact_raw
-            acc["lowered"] += exact_raw and not exact
-            acc["repeats_raw"] += repeats_suffix(raw, after)
-            acc["repeats"] += repeats_suffix(cleaned, after)
-    n = len(data["results"])
-    print(f"replay of {path} ({n} targets) with today's post-processing:")
-    print(f"  {cross} of them use a name only another file defines and the FIM tail does not show")
-    for mode, a in totals.items():
-        print(
-            f"  {mode:9} exact {100 * a['exact'] / n:.1f}% (raw {100 * a['exact_raw'] / n:.1f}%), "
-            f"targets made worse {a['lowered']:.0f}, suffix repeats {a['repeats_raw']:.0f} -> {a['repeats']:.0f}"
-        )
+# -- running -------------------------------------------------------------------------------------------
 
 
-def main() -> None:  # noqa: C901 (rewritten with issue 12's harness)
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    spec = importlib.util.find_spec("pytest_lsp")
-    default_src = str(Path(spec.origin).parent) if spec and spec.origin else None
-    p.add_argument("--source", default=default_src, help="a directory of source code (default: pytest-lsp's)")
-    p.add_argument("--targets", type=int, default=24, help="masked targets in all (a third of each kind)")
-    p.add_argument("--files", type=int, default=3, help="how many files the targets come from")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--prefix-lines", type=int, default=80, help="lines of the file before the cursor in the tail")
-    p.add_argument(
-        "--cross-file",
-        action="store_true",
-        help="only targets that use a name another file defines and the FIM tail does not show",
-    )
-    p.add_argument("--modes", default="workspace,file,prefix", help="which contexts to compare (comma-separated)")
-    p.add_argument("--model", help="a GGUF file (default: the embedded model)")
-    p.add_argument("--json", default="bench/results/quality.json")
-    p.add_argument("--replay", help="re-apply today's post-processing to a previous run's raw completions (no model)")
-    args = p.parse_args()
-    if args.replay:
-        replay(Path(args.replay), Path(args.source))
-        return
+def make_modes(
+    names: list[str],
+    root: Path,
+    files: dict[str, str],
+    cfg: config.Config,
+    engine: Callable[[], Engine],
+    hot: list[str],
+) -> list[Mode]:
+    """The modes asked for. Files are ordered as banked orders them (coldest first); the files with targets
+    are the most recently edited ones, the first to be worked on last (switching to the next then
+    re-prefills only the files worked on so far)."""
 
+    def wc_over(paths: Iterable[str]) -> WorkspaceCache:
+        ws = Workspace(root)
+        clock = 1_600_000_000_000_000_000
+        order = sorted(p for p in paths if p not in hot) + [p for p in reversed(hot) if p in paths]
+        for i, p in enumerate(order):
+            ws.files[p] = FileState(p, files[p], clock + i, digest(files[p]))
+        e = engine()
+        return WorkspaceCache(ws, e, template_for(e), cfg)
+
+    table: dict[str, Callable[[], Mode]] = {
+        "file": lambda: Mode("file", wc_over([]), with_files=False),
+        "snippets": lambda: Mode("snippets", wc_over([]), with_files=False, with_snippets=True),
+        "workspace": lambda: Mode("workspace", wc_over(files), with_files=True, with_focus=cfg.focus_tokens > 0),
+        "workspace-noactive": lambda: Mode("workspace-noactive", wc_over(files), True, False, cfg.focus_tokens > 0),
+        "workspace-nofocus": lambda: Mode("workspace-nofocus", wc_over(files), with_files=True),
+    }
+    return [table[n]() for n in names]
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="banked-quality-"))
     root = work / Path(args.source).name
-    shutil.copytree(args.source, root, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.json"))
-    cfg = config.Config(prefix_lines=args.prefix_lines, max_lines=10)
+    shutil.copytree(args.source, root, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    scan = Workspace(root)
+    scan.scan()
+    files = {p: f.text for p, f in scan.files.items() if p.endswith(".py")}
+    targets = choose_targets(files, args.targets, args.cross_file, args.seed)
+    print(f"{len(files)} Python files in {root.name}; {len(targets)} targets in {len({t.path for t in targets})} files")
+    cfg = config.Config(
+        prefix_lines=args.prefix_lines, suffix_tokens=args.suffix_tokens, max_lines=10, focus_tokens=args.focus_tokens
+    )
     model = Path(args.model) if args.model else model_store.ensure_default_model()
-    full = Workspace(root)
-    full.scan()
-    rng = random.Random(args.seed)
-    candidates = sorted(p for p in full.files if p.endswith(".py") and full.files[p].text.count("\n") > 40)
-    keep: dict[str, Callable[[Target], bool]] = {}
-    if args.cross_file:
-        names = {p: defined_names(full.files[p].text) for p in full.files if p.endswith(".py")}
-        for f in candidates:
-            others = set().union(*(v for k, v in names.items() if k != f))
-            text = full.files[f].text
-            keep[f] = functools.partial(
-                needs_other_files, text=text, own=names[f], others=others, prefix_lines=args.prefix_lines
-            )
-        candidates = [f for f in candidates if find_targets(f, full.files[f].text, random.Random(0), 1, keep[f])]
-    files = rng.sample(candidates, min(args.files, len(candidates)))
-    per_kind = max(1, args.targets // (3 * len(files)))
-    targets = [t for f in sorted(files) for t in find_targets(f, full.files[f].text, rng, per_kind, keep.get(f))]
-    print(f"{len(full.files)} files in {root.name}; {len(targets)} targets from {', '.join(sorted(files))}")
-
-    def workspace() -> Workspace:
-        ws = Workspace(root)
-        ws.scan()
-        return ws
-
-    only = Workspace(work / "empty")
-    (work / "empty").mkdir()
-    only.scan()
-
-    def engine(n_ctx: int) -> Engine:
-        return LlamaCppEngine(model, n_ctx, cfg.n_threads, 256)
-
-    makers = {
-        "workspace": lambda: Mode("workspace", engine(32768), workspace(), cfg, True),
-        "file": lambda: Mode("file", engine(16384), only, cfg, True),
-        "prefix": lambda: Mode("prefix", engine(32768), workspace(), cfg, False),
-    }
-    modes = [makers[name]() for name in args.modes.split(",")]
-    # Smallest file first: putting a file back re-prefills it and every file put back before it.
-    order = sorted(files, key=lambda f: (len(full.files[f].text), f))
-    prefixed = [m for m in modes if m.name != "file"]  # the modes with the workspace in their prefix
-    for m in prefixed:  # the files with targets are the newest, the first to be worked on last in the prefix
-        for f in reversed(order):
-            m.edit(f, full.files[f].text)
-    t0 = time.perf_counter()
+    hot = list(dict.fromkeys(t.path for t in targets))
+    modes = make_modes(args.modes.split(","), root, files, cfg, lambda: LlamaCppEngine(model, args.n_ctx, 0, 256), hot)
     results: list[dict[str, Any]] = []
-    for f in order:
-        for m in prefixed:  # the file being edited is in the FIM tail, not the prefix
-            m.edit(f, None)
-        for m in modes:
-            print(f"{m.name}: prefill {len(m.wc.plan().ids)} tokens: ", end="", flush=True)
-            t1 = time.perf_counter()
-            m.wc.sync()
-            print(f"{time.perf_counter() - t1:.0f}s", flush=True)
-        for t in [t for t in targets if t.path == f]:
-            text = full.files[f].text
-            expected = text[t.start : t.end]
-            masked = t.masked(text)
-            row: dict[str, Any] = {"path": t.path, "kind": t.kind, "line": t.cursor(text)[0] + 1, "expected": expected}
-            row["start"], row["end"] = t.start, t.end
+    switches: dict[str, list[int]] = {m.name: [] for m in modes}
+    t0 = time.perf_counter()
+    current: str | None = None
+    for t in targets:
+        text = files[t.path]
+        if t.path != current:  # a new file: its saved copy (target removed) replaces the previous one's
             for m in modes:
-                r = m.complete(t, masked, 48 if t.kind == "line" else 160)
-                row[m.name] = {
-                    "text": r["text"],
-                    "raw": r["raw"],
-                    "exact": norm(r["text"]) == norm(expected),
-                    "exact_raw": norm(r["raw"]) == norm(expected),
-                    "similarity": similarity(r["text"], expected),
-                    "repeats_suffix_raw": repeats_suffix(r["raw"], r["after"]),
-                    "repeats_suffix": repeats_suffix(r["text"], r["after"]),
-                    "ttft_ms": r["ttft_ms"],
-                    "prefilled_tokens": r["prefilled_tokens"],
-                    "seconds": r["seconds"],
-                }
-            results.append(row)
-            print(
-                f"  {t.kind:5} {t.path}:{row['line']}: "
-                + " ".join(
-                    f"{m.name}={'✔' if row[m.name]['exact'] else '·'}{row[m.name]['similarity']:.2f}" for m in modes
-                )
-                + f" ({sum(row[m.name]['seconds'] for m in modes):.0f}s)",
-                flush=True,
-            )
-        for m in prefixed:  # done with this file: back in the prefix, as the newest
-            m.edit(f, full.files[f].text)
-    rows = []
-    summary: dict[str, Any] = {}
-    for m in modes:
-        rs = [r[m.name] for r in results]
+                if current is not None and m.with_files:
+                    m.put(current, files[current])
+                elif current is not None:
+                    m.put(current, None)
+            current = t.path
+            for m in modes:
+                switches[m.name].append(m.wc.sync())
+        for m in modes:
+            m.put(t.path, t.saved(text) if m.with_active else None)
+        cursor, expected = t.cursor(text), text[t.start : t.end]
+        row: dict[str, Any] = {"path": t.path, "kind": t.kind, "start": t.start, "end": t.end, "expected": expected}
+        row["line"], row["names"] = cursor.line + 1, list(t.names)
+        for m in modes:
+            row[m.name] = score(m.complete(t, text, files, 48 if t.kind == "line" else 160), t, expected, cursor)
+        results.append(row)
+        print(
+            f"  {t.kind:5} {t.path}:{row['line']} "
+            + " ".join(f"{m.name}={'✔' if row[m.name]['exact'] else '·'}{row[m.name]['similarity']:.2f}" for m in modes)
+            + f" ({sum(row[m.name]['seconds'] for m in modes):.0f}s)",
+            flush=True,
+        )
+    return {
+        "source": args.source,
+        "cross_file": args.cross_file,
+        "targets": len(results),
+        "files": sorted({t.path for t in targets}),
+        "settings": {
+            "prefix_lines": args.prefix_lines,
+            "suffix_tokens": args.suffix_tokens,
+            "focus_tokens": args.focus_tokens,
+        },
+        "model": str(model),
+        "seconds": time.perf_counter() - t0,
+        "file_switch_prefill_tokens": switches,
+        "results": results,
+    }
+
+
+def summarize(data: dict[str, Any]) -> tuple[list[list[Any]], dict[str, Any]]:
+    modes = [k for k in data["results"][0] if isinstance(data["results"][0][k], dict)] if data["results"] else []
+    rows, summary = [], {}
+    for name in modes:
+        rs = [r[name] for r in data["results"]]
+        hits = [r["identifier_hit"] for r in rs if r["identifier_hit"] is not None]
         s = {
-            "exact_match": 100 * sum(r["exact"] for r in rs) / len(rs),
-            "exact_match_raw": 100 * sum(r["exact_raw"] for r in rs) / len(rs),
+            "exact_match": 100 * statistics.mean(r["exact"] for r in rs),
+            "exact_match_raw": 100 * statistics.mean(r["exact_raw"] for r in rs),
+            "identifier_hit": 100 * statistics.mean(hits) if hits else None,
             "edit_similarity": 100 * statistics.mean(r["similarity"] for r in rs),
+            "lowered_by_postprocessing": sum(r["exact_raw"] and not r["exact"] for r in rs),
             "suffix_repeats_raw": sum(r["repeats_suffix_raw"] for r in rs),
             "suffix_repeats": sum(r["repeats_suffix"] for r in rs),
             "ttft_ms_p50": statistics.median(r["ttft_ms"] for r in rs),
             "seconds_mean": statistics.mean(r["seconds"] for r in rs),
         }
-        summary[m.name] = s
+        summary[name] = s
+        hit = f"{s['identifier_hit']:.1f}" if s["identifier_hit"] is not None else "-"
         rows.append(
             [
-                m.name,
+                name,
                 s["exact_match"],
                 s["exact_match_raw"],
+                hit,
                 s["edit_similarity"],
                 f"{s['suffix_repeats_raw']} → {s['suffix_repeats']}",
                 s["ttft_ms_p50"],
                 s["seconds_mean"],
             ]
         )
-    by_kind = {
-        k: {m.name: 100 * statistics.mean(r[m.name]["exact"] for r in results if r["kind"] == k) for m in modes}
-        for k in sorted({r["kind"] for r in results})
-    }
-    data = {
-        "source": args.source,
-        "cross_file": args.cross_file,
-        "files": sorted(files),
-        "targets": len(results),
-        "prefix_lines": args.prefix_lines,
-        "model": str(model),
-        "summary": summary,
-        "exact_match_by_kind": by_kind,
-        "workspace_minus_file_points": (
-            summary["workspace"]["exact_match"] - summary["file"]["exact_match"]
-            if {"workspace", "file"} <= summary.keys()
-            else None
-        ),
-        "seconds": time.perf_counter() - t0,
-        "results": results,
-    }
+    return rows, summary
+
+
+def replay(path: Path) -> None:
+    """Re-apply today's post-processing to a run's raw completions (no model): for changes to the rules."""
+    data = json.loads(path.read_text())
+    for r in data["results"]:
+        text = (Path(data["source"]) / r["path"]).read_text()
+        t = Target(r["path"], r["kind"], r["start"], r["end"], tuple(r.get("names", ())))
+        cursor = t.cursor(text)
+        decision = postprocess.decide(syntax.parse_text("python", t.buffer(text)), cursor, 10)
+        for name in [k for k in r if isinstance(r[k], dict)]:
+            cleaned = postprocess.clean(r[name]["raw"], cursor, decision)
+            r[name].update(score({**r[name], "text": cleaned, "synced_tokens": 0}, t, r["expected"], cursor))
+    rows, summary = summarize(data)
+    print_table(data, rows, summary, path.with_suffix(".replay.json"))
+
+
+def print_table(data: dict[str, Any], rows: list[list[Any]], summary: dict[str, Any], out: Path) -> None:
+    data["summary"] = summary
+    if "workspace" in summary and "file" in summary:
+        data["workspace_minus_file_points"] = summary["workspace"]["exact_match"] - summary["file"]["exact_match"]
+    what = "cross-file" if data["cross_file"] else "random"
     report(
-        f"completion quality: {len(results)} targets in {root.name} ({', '.join(sorted(files))})",
-        ["context", "exact %", "exact % raw", "edit sim %", "suffix repeats raw → after", "TTFT p50 ms", "s/req"],
+        f"completion quality: {data['targets']} {what} targets in {Path(data['source']).name}",
+        [
+            "context",
+            "exact %",
+            "exact % raw",
+            "ident hit %",
+            "edit sim %",
+            "suffix repeats raw → after",
+            "TTFT p50 ms",
+            "s/req",
+        ],
         rows,
         data,
-        Path(args.json),
+        out,
     )
-    print("exact match by kind:", {k: {m: round(v, 1) for m, v in d.items()} for k, d in by_kind.items()})
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    spec = importlib.util.find_spec("pluggy")
+    p.add_argument("--source", default=str(Path(spec.origin).parent) if spec and spec.origin else None)
+    p.add_argument("--targets", type=int, default=60, help="targets in all, after selection")
+    p.add_argument("--cross-file", action="store_true", help="only lines that need another file (CrossCodeEval's rule)")
+    p.add_argument("--modes", default="workspace,file,snippets")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--prefix-lines", type=int, default=config.Config.prefix_lines, help="lines before the cursor in the tail"
+    )
+    p.add_argument("--suffix-tokens", type=int, default=config.Config.suffix_tokens)
+    p.add_argument("--focus-tokens", type=int, default=config.Config.focus_tokens)
+    p.add_argument(
+        "--n-ctx", type=int, default=16384, help="context of each mode's engine (the workspace budget is 4k less)"
+    )
+    p.add_argument("--model", help="a GGUF file (default: the embedded model); a base model is better at FIM")
+    p.add_argument("--json", default="bench/results/quality.json")
+    p.add_argument("--replay", help="re-apply today's post-processing to a previous run's JSON (no model)")
+    args = p.parse_args()
+    if args.replay:
+        replay(Path(args.replay))
+        return
+    data = run(args)
+    rows, summary = summarize(data)
+    print_table(data, rows, summary, Path(args.json))
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ class Config:
     max_lines: int = 10
     suffix_tokens: int = 64
     prefix_lines: int = 1000
+    focus_tokens: int = 600  # the definitions the cursor needs, right before the FIM tail (0: none)
     # Chat (explain/refactor).
     chat_max_tokens: int = 512
     # Workspace rules.

@@ -29,6 +29,7 @@ from banked.lsp.features.status import Status
 from banked.lsp.progress import progress
 from banked.lsp.settings import Settings
 from lsprotocol import types
+from pygls.capabilities import get_capability
 from pygls.exceptions import JsonRpcException
 from pygls.lsp.server import LanguageServer
 
@@ -100,6 +101,12 @@ server = BankedServer()
 @server.feature(types.INITIALIZE)
 def on_initialize(ls: BankedServer, params: types.InitializeParams) -> None:
     ls.apply_settings(params.initialization_options)
+    if get_capability(params.capabilities, "text_document.inline_completion", None) is None:
+        # Classic completion only for clients without inline completion: offered to both, editors fire both on
+        # each keystroke and the newer request cancels the other (ghost text and menu fight).
+        server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=[".", "(", " "]))(
+            on_completion
+        )
 
 
 @server.feature(types.INITIALIZED)
@@ -120,6 +127,7 @@ def on_initialized(ls: BankedServer, params: types.InitializedParams) -> None:
 async def on_shutdown(ls: BankedServer, params: None) -> None:
     for task in list(ls.background):
         task.cancel()
+    await ls.completion.close()
     await ls.link.close()
 
 
@@ -138,13 +146,18 @@ def on_open(ls: BankedServer, params: types.DidOpenTextDocumentParams) -> None:
 
 @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
 def on_change(ls: BankedServer, params: types.DidChangeTextDocumentParams) -> None:
-    ls.completion.supersede(params.text_document.uri)
+    ls.completion.changed(params.text_document.uri)
     ls.documents.schedule(params.text_document.uri)
+
+
+@server.feature(types.TEXT_DOCUMENT_DID_SAVE)
+def on_save(ls: BankedServer, params: types.DidSaveTextDocumentParams) -> None:
+    ls.documents.send(params.text_document.uri, None)  # saved: the file on disk is the truth again
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
 def on_close(ls: BankedServer, params: types.DidCloseTextDocumentParams) -> None:
-    ls.completion.supersede(params.text_document.uri)
+    ls.completion.closed(params.text_document.uri)
     ls.documents.send(params.text_document.uri, None)
 
 
@@ -156,7 +169,6 @@ async def on_inline_completion(ls: BankedServer, params: types.InlineCompletionP
     return await ls.completion.inline(params)
 
 
-@server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=[".", "(", " "]))
 async def on_completion(ls: BankedServer, params: types.CompletionParams) -> types.CompletionList:
     return await ls.completion.classic(params)
 

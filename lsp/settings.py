@@ -20,6 +20,8 @@ class Settings:
     socket: str | None = None  # the daemon's socket; None: the platformdirs default
     autostart: bool = True  # start a daemon when none runs
     metrics: bool = False  # send banked/metrics after each completion (bench/lsp.py uses it)
+    reuse: bool = True  # typing through suggestions, the cache of recent ones, sharing a running model call
+    speculate: bool = True  # compute the next suggestion (as if this one is accepted) while the user reads
 
     def language_enabled(self, language_id: str | None) -> bool:
         return self.enabled and self.languages.get(language_id or "", self.languages.get("*", True))
@@ -43,7 +45,7 @@ class Settings:
             value = raw.get(key)
             if isinstance(value, str):
                 changes[key] = value or None
-        for key in ("autostart", "metrics"):
+        for key in ("autostart", "metrics", "reuse", "speculate"):
             if isinstance(raw.get(key), bool):
                 changes[key] = raw[key]
         return replace(self, **changes)

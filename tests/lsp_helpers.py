@@ -46,6 +46,7 @@ class Editor:
         self.statuses: list[dict[str, Any]] = []
         self.metrics: list[dict[str, Any]] = []
         self.message_requests: list[types.ShowMessageRequestParams] = []
+        self.initialized: types.InitializeResult | None = None  # what the server answered to initialize
 
         @client.feature(types.WORKSPACE_APPLY_EDIT)
         def apply_edit(_c: LanguageClient, params: types.ApplyWorkspaceEditParams) -> types.ApplyWorkspaceEditResult:
@@ -90,6 +91,20 @@ class Editor:
             )
         )
 
+    def delete(self, uri: str, line: int, character: int, n: int) -> None:
+        """An incremental change deleting `n` characters at (line, character), as a backspace after them does."""
+        self.versions[uri] += 1
+        rng = types.Range(
+            start=types.Position(line=line, character=character),
+            end=types.Position(line=line, character=character + n),
+        )
+        self.client.text_document_did_change(
+            types.DidChangeTextDocumentParams(
+                text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=self.versions[uri]),
+                content_changes=[types.TextDocumentContentChangePartial(range=rng, text="")],
+            )
+        )
+
     def inline(self, uri: str, line: int, character: int, invoked: bool = True) -> asyncio.Future[Any]:
         kind = types.InlineCompletionTriggerKind.Invoked if invoked else types.InlineCompletionTriggerKind.Automatic
         return asyncio.ensure_future(
@@ -123,7 +138,7 @@ async def start_lsp(
     config = ClientServerConfig(server_command=[sys.executable, "-m", "banked.lsp"], server_env={**os.environ, **env})
     client = await config.start()
     editor = Editor(client)
-    await client.initialize_session(
+    editor.initialized = await client.initialize_session(
         types.InitializeParams(
             capabilities=capabilities(inline),
             root_uri=root.as_uri(),

@@ -116,10 +116,11 @@ async def settle(daemon: DaemonProc) -> dict[str, Any]:
 
 
 async def test_typing_and_cancel_requests_cancel_the_daemon_job(lsp_env: dict[str, str], ws: Path) -> None:
+    """Without reuse (today's behaviour before it): a keystroke or a $/cancelRequest cancels the daemon job."""
     # Long completions (up to 3,000 tokens, no line limit) so each is still running when cancelled.
     env = {**lsp_env, "BANKED_MAX_TOKENS": "3000"}
     daemon = DaemonProc({**os.environ, **env}, Path(env["BANKED_RUNTIME_DIR"]) / "daemon.sock").start()
-    client, editor = await start_lsp(env, ws, options={"maxLines": 1000})
+    client, editor = await start_lsp(env, ws, options={"maxLines": 1000, "reuse": False})
     try:
         uri = editor.open(ws / "geometry.py")
         await inline_text(editor, uri, 8, 11)
@@ -297,9 +298,79 @@ async def test_a_client_without_inline_completion_gets_classic_items(
         assert isinstance(item.text_edit, types.TextEdit) and item.text_edit.new_text.strip()
         assert item.text_edit.new_text.count("\n") <= 2  # maxLines from the settings reached the daemon
         assert item.text_edit.range.start == types.Position(line=11, character=0)
+        assert editor.initialized is not None and editor.initialized.capabilities.completion_provider is not None
     finally:
         await client.shutdown_session()
         await client.stop()
+
+
+async def test_a_client_with_inline_completion_is_not_offered_the_classic_menu(
+    session: tuple[LanguageClient, Editor],
+) -> None:
+    """Offered both, editors fire both on each keystroke and the newer request cancels the other."""
+    _client, editor = session
+    assert editor.initialized is not None
+    assert editor.initialized.capabilities.inline_completion_provider is not None
+    assert editor.initialized.capabilities.completion_provider is None
+
+
+async def a_suggestion(editor: Editor, uri: str, line: int, col: int) -> str:
+    text = await inline_text(editor, uri, line, col)
+    assert text.strip() and "\n" not in text, "the tiny model gave no one-line suggestion here"
+    return text
+
+
+async def test_typing_through_a_suggestion_needs_no_model_call(
+    session: tuple[LanguageClient, Editor], daemon: DaemonProc, ws: Path
+) -> None:
+    _client, editor = session
+    uri = editor.open(ws / "geometry.py")
+    shown = await a_suggestion(editor, uri, 8, 11)
+    await settle(daemon)
+    before = jobs(daemon)
+    col = 11
+    for ch in shown[:3]:  # the user types what the ghost text shows: the rest stays, without the model
+        editor.type(uri, 8, col, ch)
+        col += 1
+        assert await inline_text(editor, uri, 8, col) == shown[col - 11 :]
+    for _ in range(2):  # backspaces: the suggestion at each earlier point comes back from the cache
+        col -= 1
+        editor.delete(uri, 8, col, 1)
+        assert await inline_text(editor, uri, 8, col) == shown[col - 11 :]
+    assert jobs(daemon).get("complete.done", 0) == before.get("complete.done", 0)
+
+
+async def test_a_shown_suggestion_is_never_stale(session: tuple[LanguageClient, Editor], ws: Path) -> None:
+    """Typed over while the model works, a request answers nothing rather than a suggestion that no longer fits."""
+    _client, editor = session
+    uri = editor.open(ws / "geometry.py")
+    editor.type(uri, 8, 11, "2 * ")  # text no suggestion was made for: the next request needs the model
+    pending = editor.inline(uri, 8, 15)
+    await asyncio.sleep(0.01)
+    editor.type(uri, 8, 15, "\u00a7")  # a character the model will not have written
+    r = await pending
+    assert isinstance(r, types.InlineCompletionList) and not r.items
+
+
+async def test_the_next_suggestion_is_ready_when_one_is_accepted(
+    session: tuple[LanguageClient, Editor], daemon: DaemonProc, ws: Path
+) -> None:
+    """Speculation: once a suggestion is shown, the one after it is computed in the background."""
+    _client, editor = session
+    uri = editor.open(ws / "geometry.py")
+    shown = await a_suggestion(editor, uri, 8, 11)
+    await editor.wait_for(lambda: jobs(daemon).get("background.done", 0) and not jobs_pending(daemon), timeout=60)
+    before = jobs(daemon)
+    editor.type(uri, 8, 11, shown)  # Tab: the suggestion accepted
+    nxt = await editor.inline(uri, 8, 11 + len(shown))
+    assert isinstance(nxt, types.InlineCompletionList)
+    assert jobs(daemon).get("complete.done", 0) == before.get("complete.done", 0)  # no model call on accept
+    assert editor.metrics == [] or editor.metrics[-1].get("cached") is not False
+
+
+def jobs_pending(daemon: DaemonProc) -> int:
+    with daemon.client() as c:
+        return int(c.call("status")["pending_jobs"])
 
 
 async def test_unsaved_buffers_become_overlays_and_closing_drops_them(
@@ -353,7 +424,8 @@ async def test_after_banked_stop_only_a_request_starts_a_daemon_again(lsp_env: d
         await asyncio.sleep(6.5)  # three status polls (2 s, then backing off)
         assert not daemon_alive(sock), "a status poll started a daemon"
         await editor.wait_for(lambda: any(s.get("state") == "disconnected" for s in editor.statuses))
-        await editor.inline(uri, 8, 11)  # a request that needs the daemon starts one
+        editor.type(uri, 8, 11, "q = ")  # new text: no cached suggestion fits it
+        await editor.inline(uri, 8, 15)  # a request that needs the daemon starts one
         assert daemon_alive(sock)
     finally:
         await client.shutdown_session()

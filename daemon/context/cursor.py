@@ -56,6 +56,11 @@ class Cursor:
         return self.lines[self.line + 1 : self.line + 1 + n]
 
     @cached_property
+    def head(self) -> str:
+        """Everything before the cursor."""
+        return "\n".join([*self.lines[: self.line], self.before])
+
+    @cached_property
     def after(self) -> str:
         """Everything after the cursor."""
         return "\n".join([self.rest, *self.lines[self.line + 1 :]])

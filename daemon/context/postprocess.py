@@ -103,6 +103,20 @@ def end_of_block(completion: str, d: Decision) -> str:
     return completion
 
 
+def ended(raw: str, cursor: Cursor, d: Decision) -> bool:
+    """True when generating more cannot change what `clean` keeps: the block has ended, or the model has
+    written a whole line that is the code below the cursor. Checked on whole lines only, after each token,
+    so decoding stops where the answer would be cut anyway."""
+    done = raw[: raw.rfind("\n") + 1]
+    if "\n" not in done.rstrip("\n"):
+        return False
+    if d.max_lines > 1 and len(end_of_block(done, d).rstrip()) < len(done.rstrip()):
+        return True
+    nxt = next((ln.strip() for ln in cursor.below(20) if ln.strip()), "")
+    lines = done.rstrip("\n").split("\n")
+    return len(nxt) >= DISTINCT_LINE and any(ln.strip() == nxt for ln in lines[1:])
+
+
 def clean(completion: str, cursor: Cursor, d: Decision | None = None, suffix: bool = True) -> str:
     """The completion with the rules above applied; "" when nothing worth showing is left.
 

@@ -216,11 +216,11 @@ def parse_text(language: str, text: str) -> Parsed:
     return Parsed(language, source, parser_for(language).parse(source))
 
 
-def _text(p: Parsed, node: Node) -> str:
+def node_text(p: Parsed, node: Node) -> str:
     return p.source[node.start_byte : node.end_byte].decode("utf-8", "replace")
 
 
-def _walk(node: Node, types: set[str]) -> Iterator[tuple[Node, Node | None]]:
+def walk(node: Node, types: set[str]) -> Iterator[tuple[Node, Node | None]]:
     """Nodes of the given types under `node`, in source order, each with its parent (Node.parent is a
     walk from the root in tree-sitter, so it is never asked for in a loop)."""
     stack: list[tuple[Node, Node | None]] = [(node, None)]
@@ -241,7 +241,7 @@ def _name(p: Parsed, node: Node) -> str:
         name = declarator
     if name is None and target.type == "type_declaration" and target.named_children:
         name = target.named_children[0].child_by_field_name("name")
-    return _text(p, name) if name is not None else ""
+    return node_text(p, name) if name is not None else ""
 
 
 def _signature(p: Parsed, node: Node) -> str:
@@ -256,7 +256,7 @@ def symbols(p: Parsed) -> list[Symbol]:
     """Definitions in source order (a decorated definition once, with its decorators' lines)."""
     kinds = DEFINITIONS.get(p.language, set())
     out: list[Symbol] = []
-    for n, parent in _walk(p.tree.root_node, kinds):
+    for n, parent in walk(p.tree.root_node, kinds):
         if n.type != "decorated_definition" and parent is not None and parent.type == "decorated_definition":
             continue
         if n.type in ("struct_specifier", "class_specifier") and n.child_by_field_name("body") is None:
@@ -270,11 +270,11 @@ def symbols(p: Parsed) -> list[Symbol]:
 def _python_imports(p: Parsed, n: Node) -> list[str]:
     mod = n.child_by_field_name("module_name")
     if mod is not None:
-        return [_text(p, mod)]
+        return [node_text(p, mod)]
     names = n.children_by_field_name("name")
-    out = [_text(p, c) for c in names if c.type == "dotted_name"]
+    out = [node_text(p, c) for c in names if c.type == "dotted_name"]
     aliased = [c.child_by_field_name("name") for c in names if c.type == "aliased_import"]
-    return out + [_text(p, a) for a in aliased if a is not None]
+    return out + [node_text(p, a) for a in aliased if a is not None]
 
 
 def _field(name: str, strip: str = "", kind: str | None = None) -> Callable[[Parsed, Node], list[str]]:
@@ -282,7 +282,7 @@ def _field(name: str, strip: str = "", kind: str | None = None) -> Callable[[Par
 
     def get(p: Parsed, n: Node) -> list[str]:
         f = n.child_by_field_name(name)
-        return [_text(p, f).strip(strip)] if f is not None and (kind is None or f.type == kind) else []
+        return [node_text(p, f).strip(strip)] if f is not None and (kind is None or f.type == kind) else []
 
     return get
 
@@ -291,11 +291,11 @@ def _rust_imports(p: Parsed, n: Node) -> list[str]:
     if n.type != "mod_item":
         return _field("argument")(p, n)
     name = n.child_by_field_name("name")
-    return ["mod::" + _text(p, name)] if n.child_by_field_name("body") is None and name is not None else []
+    return ["mod::" + node_text(p, name)] if n.child_by_field_name("body") is None and name is not None else []
 
 
 def _java_imports(p: Parsed, n: Node) -> list[str]:
-    return [_text(p, n).removeprefix("import").removesuffix(";").replace("static ", "").strip()]
+    return [node_text(p, n).removeprefix("import").removesuffix(";").replace("static ", "").strip()]
 
 
 _IMPORTED: dict[str, Callable[[Parsed, Node], list[str]]] = {
@@ -316,7 +316,7 @@ def imports(p: Parsed) -> list[str]:
     get = _IMPORTED.get(p.language)
     if get is None:
         return []
-    return [m for n, _ in _walk(p.tree.root_node, IMPORTS.get(p.language, set())) for m in get(p, n)]
+    return [m for n, _ in walk(p.tree.root_node, IMPORTS.get(p.language, set())) for m in get(p, n)]
 
 
 def ancestors_of_range(p: Parsed, start: int, end: int) -> list[Node]:

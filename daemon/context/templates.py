@@ -49,8 +49,10 @@ class QwenCoderTemplate:
         return [self.sp["<|repo_name|>"], *self.tokens(repo_name + "\n")]
 
     def file(self, path: str, text: str) -> list[int]:
+        """One file of the repository layout; files are separated by a blank line, as Qwen2.5-Coder's
+        documented repo-level format has it."""
         body = text if text.endswith("\n") or not text else text + "\n"
-        return [self.sp["<|file_sep|>"], *self.tokens(f"{path}\n{body}")]
+        return [self.sp["<|file_sep|>"], *self.tokens(f"{path}\n{body}\n")]
 
     def fim(self, path: str, before: list[int], after: list[int]) -> list[int]:
         return [

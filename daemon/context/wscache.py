@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 
 from banked.daemon.config import Config
-from banked.daemon.context import repomap, secrets
+from banked.daemon.context import focus, repomap, secrets, syntax
 from banked.daemon.context.cursor import Cursor
 from banked.daemon.context.templates import QwenCoderTemplate
 from banked.daemon.context.workspace import Changes, Workspace, digest
@@ -75,6 +75,8 @@ class WorkspaceCache:
         self.repomap = repomap.RepoMap()
         self._selection: set[str] | None = None  # files chosen when over budget (kept while churn is small)
         self.lock = threading.RLock()
+        self._focus_key: tuple[tuple[str, int, str], ...] | None = None
+        self._focus_ids: list[int] = []
 
     # -- the desired prefix ----------------------------------------------------------------
 
@@ -258,8 +260,37 @@ class WorkspaceCache:
 
     # -- tails -----------------------------------------------------------------------------
 
-    def fim_tail(self, path: str, cursor: Cursor, max_tokens: int | None = None) -> list[int]:
-        """The FIM tail for `cursor` in the buffer of `path`, leaving room for `max_tokens` of answer.
+    def focus(self, path: str, cursor: Cursor, parsed: syntax.Parsed | None) -> list[int]:
+        """The focus segment for a cursor in `path` (see focus.py): at most `focus_tokens` tokens."""
+        budget = self.cfg.focus_tokens
+        if budget <= 0:
+            return []
+        with self.lock:
+            views = {v.path: v for v in self._views()}
+            infos = {p: self.repomap.info(p, v.text, v.digest) for p, v in views.items()}
+        chosen: list[focus.Wanted] = []
+        chars = 0
+        for w in focus.wanted(path, parsed, cursor, infos):
+            size = (w.symbol.end_line - w.symbol.start_line + 1) * 40
+            if chars + size > 5 * budget and chosen:
+                continue
+            chosen.append(w)
+            chars += size
+        key = tuple((w.path, w.symbol.start_line, views[w.path].digest) for w in chosen)
+        if key == self._focus_key:
+            return self._focus_ids
+        texts = {p: views[p].text for p in {w.path for w in chosen}}
+        while True:
+            ids = [t for p, text in focus.render(chosen, texts, infos) for t in self.tpl.file(p, text)]
+            if len(ids) <= budget or not chosen:
+                break
+            chosen.pop()  # the least relevant goes first
+        self._focus_key, self._focus_ids = key, ids
+        return ids
+
+    def fim_tail(self, path: str, cursor: Cursor, max_tokens: int | None = None, before_it: int = 0) -> list[int]:
+        """The FIM tail for `cursor` in the buffer of `path`, leaving room for `max_tokens` of answer and for
+        `before_it` tokens of other tail (the focus segment).
 
         The prefix window starts on a line aligned to 50, so it does not move while the user types;
         the suffix is cut to `suffix_tokens` at a line boundary where possible.
@@ -272,7 +303,7 @@ class WorkspaceCache:
             before, after = secrets.redact(before), secrets.redact(after)
         b = self.tpl.tokens(before)
         a = self._suffix_window(after)
-        room = TAIL_RESERVE - (self.cfg.max_tokens if max_tokens is None else max_tokens) - len(a) - 32
+        room = TAIL_RESERVE - (self.cfg.max_tokens if max_tokens is None else max_tokens) - len(a) - before_it - 32
         if len(b) > room:
             b = b[len(b) - max(room, 0) :]
         return self.tpl.fim(path, b, a)

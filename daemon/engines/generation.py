@@ -28,6 +28,7 @@ class TextStream:
     engine: Engine
     stop_strings: Sequence[str] = ()
     max_lines: int = 0  # 0 = unlimited
+    stop_when: Callable[[str], bool] | None = None  # the text so far is already complete (a shape rule)
     text: str = ""
     stopped_by: str = ""
     _emitted: int = 0
@@ -55,6 +56,9 @@ class TextStream:
                 self.text = self.text[:at]
                 self.stopped_by = f"stop:{s!r}"
                 final = True
+        if self.stop_when is not None and not self.stopped_by and self.stop_when(self.text):
+            self.stopped_by = "shape"
+            final = True
         if self.max_lines and self.text.count("\n") >= self.max_lines:
             cut = -1
             for _ in range(self.max_lines):

@@ -68,6 +68,8 @@ class CompleteParams(FileParams, kw_only=True):
     max_tokens: Positive | None = None
     max_lines: NonNegative | None = None  # None: the daemon decides (1 mid-line, else its max_lines)
     raw: bool = False  # skip post-processing (benches, tests)
+    speculative: bool = False  # ahead of need (the next completion if this one is accepted): background priority
+    reuse: bool = True  # may be answered from the daemon's cache of recent completions
 
 
 class ChatParams(FileParams, kw_only=True):
@@ -136,6 +138,7 @@ class CompleteResult(Timings, kw_only=True):
     path: str  # relative to the workspace
     workspace: str
     daemon_ms: float  # all of this request's time in the daemon
+    cached: bool = False  # answered from the cache of recent completions, without the model
 
 
 class ChatResult(Timings, kw_only=True):

@@ -19,14 +19,14 @@ from typing import Any, TypeVar
 from banked.daemon import __version__, paths
 from banked.daemon.config import Config
 from banked.daemon.context import postprocess, prompts, syntax
-from banked.daemon.context.cursor import Cursor, OutOfRange
 from banked.daemon.context.templates import template_for
 from banked.daemon.context.workspace import Unreadable
 from banked.daemon.context.wscache import TAIL_RESERVE
 from banked.daemon.engines.base import Engine, EngineError
 from banked.daemon.engines.generation import Generation, TextStream, run_generation
 from banked.daemon.ipc import protocol as p
-from banked.daemon.serving import chat
+from banked.daemon.ipc.reuse import CompletionCache
+from banked.daemon.serving import chat, completion
 from banked.daemon.serving.call import Call, Target, UserError
 from banked.daemon.serving.scheduler import YIELD, Cancelled, Job, Priority, Scheduler
 from banked.daemon.serving.workspaces import Entry, Workspaces
@@ -43,6 +43,7 @@ class Daemon:
         self.sched = Scheduler()
         self.workspaces = Workspaces(cfg, engine, self.tpl, self.sched)
         self.parses = syntax.ParseCache()  # syntax trees of the buffers completions are asked for
+        self.cache = CompletionCache()  # recent completions: typed-through and repeated requests need no model
         self.started = time.time()
         self.loop: asyncio.AbstractEventLoop | None = None
 
@@ -124,35 +125,34 @@ class Daemon:
     async def complete(self, call: Call, params: p.CompleteParams) -> p.CompleteResult:
         t0 = time.perf_counter()
         t = await self._file(params)
-        text = await self._text(t, params.text)
-        try:
-            cursor = Cursor.at(text, params.line, params.col, t.rel, strict=True)
-        except OutOfRange as exc:
-            raise UserError(str(exc)) from None
+        cursor = completion.cursor_at(await self._text(t, params.text), params, t.rel)
+        scope = completion.scope(t, params)
+        if params.reuse and not params.raw and (hit := self.cache.get(scope, cursor.head, cursor.after)):
+            return completion.from_cache(hit, t, self.engine.info.name, self.engine.info.model, t0)
+        parsed, decision = await asyncio.to_thread(completion.shape, self.parses, t, cursor, self.cfg.max_lines)
         max_tokens = params.max_tokens or self.cfg.max_tokens
-
-        def shape() -> postprocess.Decision:
-            """One line mid-line, in an argument list, string or comment; a block after an opener or on an
-            empty line. Parsing is CPU work: never on the event loop."""
-            parsed = self.parses.parse(f"{t.entry.root}/{t.rel}", text)
-            return postprocess.decide(parsed, cursor, self.cfg.max_lines)
-
-        decision = await asyncio.to_thread(shape)
-        max_lines = decision.max_lines if params.max_lines is None else params.max_lines
         await asyncio.to_thread(t.entry.wc.touch, t.rel)
         self.workspaces.ensure_synced(t.entry)
+        made: list[Generation] = []  # built once, on the model thread; resumed if the job steps aside
 
         def build(job: Job) -> Any:
-            tail = t.entry.wc.fim_tail(t.rel, cursor, max_tokens)
-            stream = TextStream(self.engine, max_lines=max_lines)
-            g = Generation(tail, self.tpl.fim_stops, max_tokens, stream, on_text=self._stream(call))
-            return self._step(job, t.entry, g)
+            if not made:
+                focus = t.entry.wc.focus(t.rel, cursor, parsed)
+                tail = focus + t.entry.wc.fim_tail(t.rel, cursor, max_tokens, before_it=len(focus))
+                ended = None if params.raw else (lambda text: postprocess.ended(text, cursor, decision))
+                lines = decision.max_lines if params.max_lines is None else params.max_lines
+                stream = TextStream(self.engine, max_lines=lines, stop_when=ended)
+                made.append(Generation(tail, self.tpl.fim_stops, max_tokens, stream, on_text=self._stream(call)))
+            return self._step(job, t.entry, made[0])
 
-        g = await self._run(call, Priority.COMPLETE, build, f"complete {t.rel}")
+        priority = Priority.BACKGROUND if params.speculative else Priority.COMPLETE
+        g = await self._run(call, priority, build, f"{'speculate' if params.speculative else 'complete'} {t.rel}")
         self.workspaces.compact_later(t.entry)
         raw = g.stream.text
+        text = raw if params.raw else postprocess.clean(raw, cursor, decision)
+        self.cache.put(scope, cursor.head, cursor.after, text)
         return p.CompleteResult(
-            text=raw if params.raw else postprocess.clean(raw, cursor, decision),
+            text=text,
             raw_text=raw,
             decision=decision.why,
             **self._timings(g),

@@ -1,14 +1,26 @@
 """Completions as the editor sees them: inline ghost text, or one classic item for clients without it.
 
-What this feature owns is timing and staleness: requests are debounced, a
-keystroke supersedes the request in flight (answered with nothing, and the
-daemon's job cancelled), and an answer computed for an older version of the
-buffer is never shown.
+Most keystrokes need no model call (the settings `reuse` and `speculate` turn
+each technique off):
+
+- **typing through**: while what the user types is a prefix of the suggestion
+  shown, the rest of it is the answer (from the cache below);
+- **a cache** of recent completions (ipc/reuse.py), so a backspace, a retype or
+  an undo finds its suggestion again;
+- **shared computations**: a model call already running for the text the user is
+  typing on from is awaited, not cancelled and started again;
+- **speculation**: when a suggestion is shown, the one after it (as if accepted)
+  is computed at background priority while the user reads, so Tab shows the
+  continuation at once.
+
+A computation whose text the user has moved away from is cancelled, and an answer
+is never shown unless it fits the buffer as it is when the answer is given.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -16,9 +28,11 @@ from typing import TYPE_CHECKING
 
 from banked.daemon.ipc import protocol, rpc
 from banked.daemon.ipc.client import DaemonUnavailable
+from banked.daemon.ipc.reuse import MAX_TYPED, CompletionCache
 from banked.lsp import text
 from lsprotocol import types
 from pygls.capabilities import get_capability
+from pygls.workspace import TextDocument
 
 if TYPE_CHECKING:
     from banked.lsp.server import BankedServer
@@ -33,18 +47,53 @@ class Suggestion:
     range: types.Range
 
 
+@dataclass
+class Computation:
+    """A model call for the buffer split at a cursor into `before` and `after` (for a speculation, `before`
+    ends with the suggestion it takes as accepted). `partial` is what the model has written so far."""
+
+    before: str
+    after: str
+    speculative: bool = False
+    partial: str = ""
+    waiters: int = 0
+    task: asyncio.Task[str | None] | None = None
+
+    def typed(self, doc_text: str) -> str | None:
+        """What the user typed after `before`, if the buffer is still `before` + that + `after` (None if not).
+        For a speculation the user may still be typing toward `before`: then it is "" if consistent."""
+        if not doc_text.endswith(self.after) or len(doc_text) - len(self.after) > len(self.before) + MAX_TYPED:
+            return None
+        head = doc_text[: len(doc_text) - len(self.after)]
+        if head.startswith(self.before):
+            return head[len(self.before) :]
+        return "" if self.speculative and self.before.startswith(head) else None
+
+    def fits(self, doc_text: str) -> bool:
+        """Could this call's answer still be shown in a buffer with this text? No, once what the model has
+        written so far contradicts what the user typed."""
+        typed = self.typed(doc_text)
+        if typed is None:
+            return False
+        n = min(len(typed), len(self.partial))
+        return typed[:n] == self.partial[:n]
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+
 class Completion:
     def __init__(self, ls: BankedServer):
         self.ls = ls
-        self.inflight: dict[str, asyncio.Task[Suggestion | None]] = {}  # uri -> the completion being computed
+        self.cache = CompletionCache(size=100)
+        self.computing: dict[str, Computation] = {}  # uri -> the request-driven model call
+        self.speculating: dict[str, Computation] = {}  # uri -> the speculative one
+        self.inflight: dict[str, asyncio.Task[Suggestion | None]] = {}  # uri -> the request being answered
         self.superseded: set[asyncio.Task[Suggestion | None]] = set()  # answered "nothing", not "cancelled"
+        self.model_calls = 0  # requests sent to the daemon (bench/typing.py reads it through banked/metrics)
 
-    def supersede(self, uri: str) -> None:
-        """The document changed: whatever was being computed for it is stale."""
-        task = self.inflight.pop(uri, None)
-        if task is not None:
-            self.superseded.add(task)
-            task.cancel()
+    # -- LSP entry points --------------------------------------------------------------------
 
     async def inline(self, params: types.InlineCompletionParams) -> types.InlineCompletionList:
         invoked = params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
@@ -80,14 +129,32 @@ class Completion:
             return types.MarkupContent(kind=types.MarkupKind.Markdown, value=f"```\n{insert}\n```")
         return insert
 
+    def changed(self, uri: str) -> None:
+        """The document changed: what was being computed for text the user has left behind is stale."""
+        task = self.inflight.pop(uri, None)
+        if task is not None:
+            self.superseded.add(task)
+            task.cancel()
+        doc = self.ls.workspace.text_documents.get(uri)
+        for table in (self.computing, self.speculating):
+            comp = table.get(uri)
+            if comp is not None and (doc is None or not self.ls.settings.reuse or not comp.fits(doc.source)):
+                comp.cancel()
+                table.pop(uri, None)
+
+    def closed(self, uri: str) -> None:
+        self.changed(uri)
+        self.cache.forget(uri)
+
+    # -- answering ---------------------------------------------------------------------------
+
     async def at(self, uri: str, position: types.Position, invoked: bool) -> Suggestion | None:
-        """The completion at `position`, or None when there is none or it went stale while computing."""
-        self.supersede(uri)
+        """The completion at `position`, or None when there is none or it no longer fits the buffer."""
         task = asyncio.current_task()
         assert task is not None
         self.inflight[uri] = task
         try:
-            return await self._compute(uri, position, invoked)
+            return await self._answer(uri, position, invoked)
         except asyncio.CancelledError:
             if task in self.superseded:
                 return None  # typed over: an empty answer (the client did not cancel it)
@@ -104,41 +171,150 @@ class Completion:
             if self.inflight.get(uri) is task:
                 del self.inflight[uri]
 
-    async def _compute(self, uri: str, position: types.Position, invoked: bool) -> Suggestion | None:
+    async def _answer(self, uri: str, position: types.Position, invoked: bool) -> Suggestion | None:
         t0 = time.perf_counter()
         settings = self.ls.settings
         doc = self.ls.workspace.get_text_document(uri)
-        path = self.ls.documents.path_of(uri)
-        if path is None or not settings.language_enabled(doc.language_id):
+        if self.ls.documents.path_of(uri) is None or not settings.language_enabled(doc.language_id):
             return None
+        version = doc.version
+        before, after = split(doc, position)
+        if settings.reuse:
+            found = self._reuse(uri, before, after, position)
+            if found is None and (comp := self._sharable(uri, doc.source)) is not None:
+                await self._wait(comp)  # the call already running for this text will do, if it still fits
+                found = self._reuse(uri, before, after, position) if doc.version == version else None
+            if found is not None:
+                self._metrics(uri, t0, cached=True)
+                return found
         if not invoked and settings.debounce_ms:
             await asyncio.sleep(settings.debounce_ms / 1000)
-        version = doc.version
+        if doc.version != version:
+            return None
+        comp = self._start(uri, doc, before, after, position)
+        result = await self._wait(comp)
+        if doc.version != version:
+            return None  # typed on while the daemon worked: the editor asks again (and finds the cache)
+        self._metrics(uri, t0, cached=False)
+        if not result or not result.strip():
+            return None
+        self._speculate(uri, doc, before, after, result)
+        return Suggestion(result, types.Range(start=position, end=position))
+
+    def _reuse(self, uri: str, before: str, after: str, position: types.Position) -> Suggestion | None:
+        hit = self.cache.get(uri, before, after)
+        if hit is None or not hit.text.strip():
+            return None
+        doc = self.ls.workspace.get_text_document(uri)
+        self._speculate(uri, doc, before, after, hit.text)
+        return Suggestion(hit.text, types.Range(start=position, end=position))
+
+    def _sharable(self, uri: str, doc_text: str) -> Computation | None:
+        for comp in (self.computing.get(uri), self.speculating.get(uri)):
+            if comp is not None and comp.task is not None and not comp.task.done() and comp.fits(doc_text):
+                return comp
+        return None
+
+    async def _wait(self, comp: Computation) -> str | None:
+        """A computation's answer, shared by every request that waits for it. Cancelling one waiter does not
+        cancel the call (the user may type on into it); once nobody waits for a non-speculative call, it is
+        cancelled after a moment unless a new request takes it up."""
+        assert comp.task is not None
+        comp.waiters += 1
+        try:
+            return await asyncio.shield(comp.task)
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if me is not None and me.cancelling():
+                raise  # this request was cancelled
+            return None  # the call was dropped (the user typed something else)
+        finally:
+            comp.waiters -= 1
+            if comp.waiters == 0 and not comp.speculative and not comp.task.done():
+                asyncio.get_running_loop().call_later(0.15, self._abandoned, comp)
+
+    def _abandoned(self, comp: Computation) -> None:
+        if comp.waiters == 0 and comp.task is not None and not comp.task.done():
+            comp.cancel()
+
+    def _start(self, uri: str, doc: TextDocument, before: str, after: str, position: types.Position) -> Computation:
+        old = self.computing.pop(uri, None)
+        if old is not None:
+            old.cancel()
         pos = doc.position_codec.position_from_client_units(doc.lines, position)
+        comp = self.computing[uri] = Computation(before, after)
+        comp.task = asyncio.ensure_future(self._call(uri, comp, doc.source, pos.line, pos.character))
+        return comp
+
+    def _speculate(self, uri: str, doc: TextDocument, before: str, after: str, shown: str) -> None:
+        """Compute the completion that follows `shown`, as if the user accepted it, while they read."""
+        settings = self.ls.settings
+        if not settings.speculate or not settings.reuse or not shown.strip():
+            return
+        assumed = before + shown
+        old = self.speculating.get(uri)
+        if old is not None and old.before == assumed and old.after == after:
+            return
+        if old is not None:
+            old.cancel()
+        if self.cache.get(uri, assumed, after) is not None:
+            return
+        lines = assumed.split("\n")
+        comp = self.speculating[uri] = Computation(assumed, after, speculative=True)
+        comp.task = asyncio.ensure_future(self._call(uri, comp, assumed + after, len(lines) - 1, len(lines[-1])))
+
+    async def _call(self, uri: str, comp: Computation, source: str, line: int, col: int) -> str | None:
+        """One daemon request; its answer goes into the cache (typing through it needs no other call)."""
+        path = self.ls.documents.path_of(uri)
+        assert path is not None
         params = protocol.CompleteParams(
             path=str(path),
-            text=doc.source,
-            line=pos.line,
-            col=pos.character,
+            text=source,
+            line=line,
+            col=col,
             workspace=self.ls.documents.root_of(path),
-            max_lines=settings.max_lines,
+            max_lines=self.ls.settings.max_lines,
+            speculative=comp.speculative,
+            reuse=self.ls.settings.reuse,
         )
-        t1 = time.perf_counter()
-        result = await self.ls.link.request(protocol.COMPLETE, params)
-        t2 = time.perf_counter()
-        if doc.version != version or self.inflight.get(uri) is not asyncio.current_task():
-            return None  # typed on while the daemon worked: never show a stale completion
-        if settings.metrics:
+
+        def streamed(_method: str, note: dict[str, object]) -> None:
+            comp.partial += str(note.get("text", ""))
+            doc = self.ls.workspace.text_documents.get(uri)
+            if doc is not None and not comp.fits(doc.source):
+                comp.cancel()  # the model has written something the user did not type: drop it now
+
+        self.model_calls += 1
+        try:
+            result = await self.ls.link.request(protocol.COMPLETE, params, streamed)
+        except (DaemonUnavailable, OSError, rpc.RemoteError) as exc:
+            log.info("%s completion: %s", "speculative" if comp.speculative else "a", exc)
+            return None
+        if self.ls.settings.reuse:
+            self.cache.put(uri, comp.before, comp.after, result.text)
+        return result.text
+
+    def _metrics(self, uri: str, t0: float, cached: bool) -> None:
+        if self.ls.settings.metrics:
             self.ls.protocol.notify(
                 METRICS,
                 {
                     "uri": uri,
-                    "daemon_ms": result.daemon_ms,
-                    "link_ms": round(1000 * (t2 - t1), 3),
+                    "cached": cached,
                     "server_ms": round(1000 * (time.perf_counter() - t0), 3),
-                    "debounce_ms": settings.debounce_ms if not invoked else 0,
+                    "model_calls": self.model_calls,
                 },
             )
-        if not result.text.strip():
-            return None
-        return Suggestion(result.text, types.Range(start=position, end=position))
+
+    async def close(self) -> None:
+        for comp in [*self.computing.values(), *self.speculating.values()]:
+            comp.cancel()
+            if comp.task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await comp.task
+
+
+def split(doc: TextDocument, position: types.Position) -> tuple[str, str]:
+    """The document's text before and after a position (given in the client's units)."""
+    offset = doc.offset_at_position(position)
+    return doc.source[:offset], doc.source[offset:]
