@@ -34,11 +34,13 @@ typecheck: install
 pytest: install
 	$(BIN)/pytest -q -rs
 
-# The VS Code extension: tsc (strict), node's test runner on its logic, and a .vsix built with vsce.
+# The VS Code extension: tsc (strict), node's test runner on its logic, an esbuild bundle, a .vsix built with
+# vsce, and a check of what the .vsix ships.
 vscode:
 	cd editors/vscode && npm ci --no-audit --no-fund --loglevel=error && npm run --silent compile && npm test --silent
-	cd editors/vscode && npx vsce package --out ../../build/banked.vsix
-	@echo "built build/banked.vsix"
+	mkdir -p build
+	cd editors/vscode && npx vsce package --no-dependencies --allow-missing-repository --out ../../build/banked.vsix
+	node editors/vscode/check-vsix.mjs build/banked.vsix
 
 test: lint typecheck pytest vscode
 

@@ -175,28 +175,35 @@ def cross_file_names(t: Target, text: str, own: set[str], used: Counter[str], ot
     return tuple(sorted(n for n in span if n in others and n not in own and used[n] <= span[n]))
 
 
-def choose_targets(files: dict[str, str], n: int, cross: bool, seed: int) -> list[Target]:
-    """`n` targets, deterministic-random, grouped by file (each file's in source order)."""
+def choose_targets(files: dict[str, str], n: int, cross: bool, seed: int, per_file: int) -> list[Target]:
+    """`n` targets, deterministic-random, grouped by file: files are drawn at random and up to `per_file`
+    targets taken from each (each file's prefix is then prefilled once, not once per target)."""
     rng = random.Random(seed)
     names = {p: defined_names(t) for p, t in files.items()}
-    pool: list[Target] = []
+    by_file: dict[str, list[Target]] = {}
     for rel in sorted(files):
         text = files[rel]
         if cross:
             others = set().union(*(v for k, v in names.items() if k != rel))
             used = uses_outside_imports(text)
-            for t in line_targets(rel, text):
+            pool = line_targets(rel, text)
+            for t in pool:
                 t.names = cross_file_names(t, text, names[rel], used, others)
-                if t.names:
-                    pool.append(t)
+            pool = [t for t in pool if t.names]
         else:
-            pool += line_targets(rel, text) + block_and_body_targets(rel, text)
-    rng.shuffle(pool)
-    chosen = pool[:n]
-    by_file: dict[str, list[Target]] = {}
-    for t in chosen:
-        by_file.setdefault(t.path, []).append(t)
-    return [t for rel in sorted(by_file) for t in sorted(by_file[rel], key=lambda t: -t.start)]
+            pool = line_targets(rel, text) + block_and_body_targets(rel, text)
+        if pool:
+            by_file[rel] = pool
+    order = sorted(by_file)
+    rng.shuffle(order)
+    chosen: list[Target] = []
+    for rel in order:
+        pool = by_file[rel]
+        rng.shuffle(pool)
+        chosen += sorted(pool[: min(per_file, n - len(chosen))], key=lambda t: -t.start)
+        if len(chosen) >= n:
+            break
+    return chosen
 
 
 # -- snippets (the retrieval peer) --------------------------------------------------------------------
@@ -388,7 +395,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     scan = Workspace(root)
     scan.scan()
     files = {p: f.text for p, f in scan.files.items() if p.endswith(".py")}
-    targets = choose_targets(files, args.targets, args.cross_file, args.seed)
+    targets = choose_targets(files, args.targets, args.cross_file, args.seed, args.per_file)
     print(f"{len(files)} Python files in {root.name}; {len(targets)} targets in {len({t.path for t in targets})} files")
     cfg = config.Config(
         prefix_lines=args.prefix_lines, suffix_tokens=args.suffix_tokens, max_lines=10, focus_tokens=args.focus_tokens
@@ -522,6 +529,7 @@ def main() -> None:
     p.add_argument("--cross-file", action="store_true", help="only lines that need another file (CrossCodeEval's rule)")
     p.add_argument("--modes", default="workspace,file,snippets")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--per-file", type=int, default=12, help="targets taken from each file drawn (at most)")
     p.add_argument(
         "--prefix-lines", type=int, default=config.Config.prefix_lines, help="lines before the cursor in the tail"
     )

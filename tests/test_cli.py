@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from banked.daemon.cli.main import parse_location, parse_range
@@ -148,3 +150,87 @@ def test_parsers() -> None:
     assert parse_range("/a/b.py", required=False) == (Path("/a/b.py"), None, None)
     assert replace_lines("a\nb\nc\n", 2, 2, "B1\nB2") == "a\nB1\nB2\nc\n"
     assert replace_lines("a\r\nb\r\nc\r\n", 2, 2, "B1\nB2\n") == "a\r\nB1\r\nB2\r\nc\r\n"
+
+
+def test_version_and_every_argument_is_described() -> None:
+    from banked.daemon import __version__
+    from banked.daemon.cli.main import build_parser
+
+    out = subprocess.run([sys.executable, "-m", "banked.daemon", "--version"], capture_output=True, text=True)
+    assert out.stdout.strip() == f"banked {__version__}"
+
+    def walk(p: Any) -> Iterator[Any]:
+        yield p
+        for a in p._actions:
+            if a.choices and isinstance(a.choices, dict):
+                for sub in a.choices.values():
+                    yield from walk(sub)
+
+    for parser in walk(build_parser()):
+        for a in parser._actions:
+            assert a.help, f"`{parser.prog}`: {a.option_strings or a.dest} has no description"
+
+
+def test_locations_count_from_one_and_out_of_range_is_said(cli, sample: Path) -> None:  # type: ignore[no-untyped-def]
+    out = cli("complete", f"{sample}/geometry.py:0:1", check=False)
+    assert out.returncode == 2 and "count from 1" in out.stderr and "0-based" not in out.stderr
+    out = cli("complete", f"{sample}/geometry.py:99:1", check=False)
+    assert out.returncode == 1 and "line 99 is past the end of geometry.py (6 lines)" in " ".join(out.stderr.split())
+    out = cli("complete", f"{sample}/geometry.py:4:99", check=False)
+    assert out.returncode == 1 and "column 99 is past the end of line 4" in " ".join(out.stderr.split())
+    out = cli("complete", f"{sample}:1:1", check=False)
+    assert out.returncode == 2 and "is a directory" in " ".join(out.stderr.split())
+
+
+def test_explain_a_line_takes_the_definition_around_it(cli, sample: Path) -> None:  # type: ignore[no-untyped-def]
+    r = json.loads(cli("explain", f"{sample}/units.py:6", "--json").stdout)
+    assert (r["start_line"], r["end_line"]) == (5, 6)  # def to_mm(m): / return m * 1000
+
+
+def test_a_file_in_no_workspace_is_refused_not_adopted(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    loose = make_files(tmp_path / "etc-like", {"passwd": "root:x:0:0::/root:/bin/sh\n"})
+    out = cli("explain", f"{loose}/passwd:1-1", check=False)
+    assert out.returncode == 1 and "no workspace banked knows" in " ".join(out.stderr.split())
+    st = json.loads(cli("status", "--json").stdout)
+    assert st["workspaces"] == [] and st["known_roots"] == []
+
+
+def test_status_without_a_daemon_and_doctor(cli) -> None:  # type: ignore[no-untyped-def]
+    out = cli("status", check=False)
+    assert out.returncode == 1 and "banked serve" not in out.stdout and "starts one" in " ".join(out.stdout.split())
+    checks = {c["name"]: c for c in json.loads(cli("doctor", "--json").stdout)}
+    assert checks["language server"]["status"] == "ok" and "banked-lsp" in checks["language server"]["detail"]
+    assert checks["engine and model"]["status"] == "ok" and "tiny" in checks["engine and model"]["detail"]
+    assert checks["daemon"]["detail"].startswith("not running")
+    human = cli("doctor").stdout
+    assert "ok" in human and "config" in human
+
+
+def test_a_setting_for_one_command_is_explained(cli, sample: Path, banked_env: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    cli("warm", str(sample))
+    env = {**os.environ, **banked_env, "BANKED_MAX_LINES": "1"}
+    out = subprocess.run(
+        [sys.executable, "-m", "banked.daemon", "complete", f"{sample}/geometry.py:5:12", "--max-lines", "1"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0
+    assert "BANKED_MAX_LINES is read when the daemon starts" in " ".join(out.stderr.split())
+
+
+def test_a_daemon_dying_mid_request_is_a_message_not_a_traceback(cli, sample: Path) -> None:  # type: ignore[no-untyped-def]
+    env = {**os.environ, "BANKED_CHAT_MAX_TOKENS": "3000"}  # a long explanation, still running when killed
+    subprocess.run([sys.executable, "-m", "banked.daemon", "warm", str(sample)], env=env, check=True, timeout=120)
+    pid = json.loads(cli("status", "--json").stdout)["pid"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "banked.daemon", "explain", f"{sample}/units.py"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    proc.stdout.read(1)  # the explanation is streaming
+    os.kill(pid, signal.SIGKILL)
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode in (1, 2) and "Traceback" not in err
+    assert "closed the connection" in " ".join(err.split())

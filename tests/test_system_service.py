@@ -109,3 +109,24 @@ def test_socket_activation_the_daemon_serves_the_socket_it_inherits(banked_env: 
         proc.wait()
     stderr = (tmp_path / "activate.log").read_text()
     assert "socket activation: serving the socket systemd holds" in stderr
+
+
+def test_install_that_cannot_load_the_units_says_so_and_fails(home: Path, tmp_path: Path) -> None:
+    """Without a user bus `systemctl --user` fails: the units are written, and the command says they are not
+    loaded (exit status 2), with what to run."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "systemctl").write_text("#!/bin/sh\necho 'Failed to connect to bus: No medium found' >&2\nexit 1\n")
+    (fake / "systemctl").chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"}
+    out = subprocess.run(
+        [sys.executable, "-m", "banked.daemon", "service", "install"], env=env, capture_output=True, text=True
+    )
+    said = " ".join(out.stderr.split())
+    assert out.returncode == 2
+    assert "written but not loaded" in said and "systemctl --user daemon-reload" in said
+    assert (home / ".config" / "systemd" / "user" / "banked.socket").exists()
+    status = subprocess.run(
+        [sys.executable, "-m", "banked.daemon", "service", "status"], env=env, capture_output=True, text=True
+    )
+    assert "the daemon is not running" in status.stdout

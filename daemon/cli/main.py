@@ -1,349 +1,141 @@
-"""`banked`: the command line. Talks to the daemon, starting it when none runs."""
+# PYTHON_ARGCOMPLETE_OK
+"""`banked`: the command line. Talks to the daemon, starting it when none runs.
+
+The parser is a table: each command with its help and its arguments, each
+argument with a description, so `--help` answers every question and shell
+completion (argcomplete) knows them all.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import difflib
-import hashlib
-import json
-import logging
-import os
-import re
 import sys
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from banked.daemon import config, paths
-from banked.daemon.cli import system_service
-from banked.daemon.cli.console import client, err, out, stream_call
+from banked.daemon import __version__, config
+from banked.daemon.cli import commands as c
+from banked.daemon.cli.commands import CliError, parse_location, parse_range
+from banked.daemon.cli.console import err
 from banked.daemon.cli.system_service import ServiceError
 from banked.daemon.engines import model_store
-from banked.daemon.ipc import protocol, rpc
-from banked.daemon.ipc.client import Client, DaemonUnavailable, connect, wait_for_exit
-from msgspec import Struct
+from banked.daemon.ipc import rpc
+from banked.daemon.ipc.client import DaemonUnavailable
+
+__all__ = ["build_parser", "main", "parse_location", "parse_range"]
+
+Arg = tuple[tuple[str, ...], dict[str, Any]]
+
+JSON: Arg = (("--json",), {"action": "store_true", "help": "print the result as JSON (for scripts and editors)"})
+WORKSPACE: Arg = (
+    ("--workspace",),
+    {"metavar": "DIR", "help": "the workspace root (default: the nearest warmed root, else the git repository)"},
+)
+FORCE_ROOT: Arg = (("--force",), {"action": "store_true", "help": "also warm your home directory or /"})
+
+COMMANDS: list[tuple[str, Callable[[argparse.Namespace], int], str, list[Arg]]] = [
+    ("serve", c.cmd_serve, "run the daemon in the foreground",
+     [(("--log-file",), {"action": "store_true", "help": "also log to the log dir (the system service does)"})]),
+    ("stop", c.cmd_stop, "stop the daemon (it writes its snapshot first)", []),
+    ("status", c.cmd_status, "engine, cache and workspaces of the running daemon", [JSON]),
+    ("warm", c.cmd_warm, "load a workspace into the cache (a progress bar while it prefills)",
+     [(("dir",), {"help": "the workspace's root folder"}), FORCE_ROOT, JSON]),
+    ("complete", c.cmd_complete, "complete at FILE:LINE:COL (lines and columns count from 1)",
+     [(("location",), {"help": "FILE:LINE:COL, e.g. src/app.py:12:9"}), WORKSPACE,
+      (("--max-tokens",), {"type": int, "default": 0, "help": "most tokens to generate (default: config max_tokens)"}),
+      (("--max-lines",), {"type": int, "default": None,
+                          "help": "most lines in the completion (default: 1 mid-line, else config max_lines)"}),
+      JSON]),
+    ("explain", c.cmd_explain, "explain FILE:START-END, FILE:LINE (the definition around it) or FILE",
+     [(("target",), {"help": "FILE:START-END, FILE:LINE or FILE"}), WORKSPACE, JSON]),
+    ("refactor", c.cmd_refactor, "rewrite FILE:START-END as instructed; prints a diff",
+     [(("target",), {"help": "FILE:START-END"}), (("instruction",), {"help": "what to change, in words"}),
+      (("--apply",), {"action": "store_true", "help": "write the change (refused if the file changed meanwhile)"}),
+      WORKSPACE, JSON]),
+    ("doctor", c.cmd_doctor, "check the installation, the model, the daemon and the service; say what to fix",
+     [JSON]),
+    ("demo", c.cmd_demo, "warm a sample workspace; complete, explain and refactor in it", []),
+]  # fmt: skip
+
+GROUPS: list[tuple[str, str, list[tuple[str, Callable[[argparse.Namespace], int], str, list[Arg]]]]] = [
+    ("model", "model tools", [
+        ("convert", c.cmd_model_convert, "make an EXL2 model from an HF directory or a GGUF file (needs a GPU)",
+         [(("src",), {"help": "an HF safetensors directory or a GGUF file"}),
+          (("out",), {"help": "the EXL2 directory to write"}),
+          (("--bits",), {"type": float, "default": 4.0, "help": "bits per weight (default 4.0)"}),
+          (("--head-bits",), {"type": int, "default": 6, "help": "bits of the output layer (default 6)"}),
+          (("--rows",), {"type": int, "default": 0, "help": "calibration rows (fewer: faster, coarser)"}),
+          (("--length",), {"type": int, "default": 0, "help": "calibration tokens per row"})]),
+    ]),
+    ("service", "run the daemon as a per-user background service (systemd, launchd)", [
+        ("install", c.cmd_service_install, "write and enable the user units (socket-activated on systemd)",
+         [(("--force",), {"action": "store_true", "help": "overwrite units you edited"}),
+          (("--no-start",), {"action": "store_true", "help": "write the files only"})]),
+        ("uninstall", c.cmd_service_uninstall, "disable and remove the units", []),
+        ("status", c.cmd_service_status, "the unit files, and whether the service and the daemon run", [JSON]),
+    ]),
+]  # fmt: skip
 
 
-class CliError(Exception):
-    pass
-
-
-# -- arguments ---------------------------------------------------------------------------------
-
-
-def parse_location(spec: str) -> tuple[Path, int, int]:
-    m = re.fullmatch(r"(.+):(\d+):(\d+)", spec)
-    if not m:
-        raise CliError(f"expected FILE:LINE:COL (1-based), got {spec!r}")
-    return Path(m.group(1)).resolve(), int(m.group(2)), int(m.group(3))
-
-
-def parse_range(spec: str, required: bool) -> tuple[Path, int | None, int | None]:
-    m = re.fullmatch(r"(.+):(\d+)-(\d+)", spec)
-    if m:
-        a, b = int(m.group(2)), int(m.group(3))
-        if a < 1 or b < a:
-            raise CliError(f"bad line range {a}-{b}: lines are 1-based and START <= END")
-        return Path(m.group(1)).resolve(), a, b
-    if required:
-        raise CliError(f"expected FILE:START-END, got {spec!r}")
-    return Path(spec).resolve(), None, None
-
-
-# -- helpers -----------------------------------------------------------------------------------
-
-
-def atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".banked")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, path.stat().st_mode & 0o7777)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-# -- commands ----------------------------------------------------------------------------------
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    from banked.daemon.engines import EngineError, make_engine
-    from banked.daemon.serving.server import AlreadyRunning, serve
-    from banked.daemon.serving.service import Daemon
-
-    level = logging.DEBUG if os.environ.get("BANKED_DEBUG") else logging.INFO
-    handlers: list[logging.Handler] = [logging.StreamHandler()]
-    if sys.stderr.isatty() or args.log_file:
-        handlers.append(logging.FileHandler(paths.private_file(paths.log_dir() / "daemon.log")))
-    logging.basicConfig(level=level, handlers=handlers, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    activated = os.environ.get("LISTEN_PID") == str(os.getpid())  # the socket systemd passed is ours to serve
-    try:
-        if not activated:
-            c = Client.connect()
-            c.sock.settimeout(10)
-            pid = c.request(protocol.PING).pid
-            c.close()
-            err.print(f"a banked daemon is already running (pid {pid}) on {paths.socket_path()}")
-            return 1
-    except (OSError, DaemonUnavailable):
-        pass
-    try:
-        cfg = config.load()
-        engine = make_engine(cfg)
-        asyncio.run(serve(Daemon(cfg, engine)))
-    except AlreadyRunning as exc:
-        err.print(str(exc))
-        return 1
-    except (EngineError, model_store.ModelError, config.ConfigError, paths.SocketPathError) as exc:
-        err.print(f"[red]banked serve:[/] {exc}")
-        return 1
-    return 0
-
-
-def cmd_stop(args: argparse.Namespace) -> int:
-    try:
-        c = connect(autostart=False)
-    except DaemonUnavailable:
-        out.print("no banked daemon is running")
-        return 0
-    with c:
-        pid = c.request(protocol.PING).pid
-        c.request(protocol.STOP)
-    with err.status("waiting for the daemon to write its snapshot and exit…"):
-        if not wait_for_exit():
-            raise CliError(f"the daemon (pid {pid}) did not exit within 120 s; see {paths.log_dir()}")
-    out.print(f"stopped the banked daemon (pid {pid}); its snapshot is written")
-    return 0
-
-
-def print_json(value: Any) -> None:
-    print(json.dumps(protocol.encode(value) if isinstance(value, Struct) else value, indent=2))
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    try:
-        c = connect(autostart=False)
-    except DaemonUnavailable as exc:
-        if args.json:
-            print(json.dumps({"running": False}))
-            return 1
-        out.print(str(exc))
-        return 1
-    with c:
-        st = c.request(protocol.STATUS)
-    if args.json:
-        print_json({"running": True, **protocol.encode(st)})
-        return 0
-    e = st.engine
-    out.print(f"[bold]banked[/] {st.version} — daemon pid {st.pid}, up {st.uptime_s:.0f}s")
-    out.print(f"engine [bold]{e.name}[/] · model {e.model} · device {e.device}")
-    out.print(
-        f"cache {st.cached_tokens:,} / {st.capacity:,} tokens ({e.bytes_per_token * st.cached_tokens / 2**20:.1f} MiB)"
-    )
-    x = e.extra
-    if "vram_weights_bytes" in x:
-        out.print(
-            f"VRAM: weights {x['vram_weights_bytes'] / 2**30:.2f} GiB, "
-            f"{x['cache_type']} cache {x['vram_cache_bytes'] / 2**30:.2f} GiB"
-        )
-    for w in st.workspaces:
-        mark = "[bold green]●[/] " if w.active else "  "
-        out.print(f"{mark}{w.root}", soft_wrap=True)
-        out.print(f"    {w.files} files, {w.tokens or '-'} tokens, snapshot {w.snapshot}", soft_wrap=True)
-    out.print(f"socket {st.socket}", soft_wrap=True)
-    return 0
-
-
-def cmd_warm(args: argparse.Namespace) -> int:
-    root = Path(args.dir).resolve()
-    with client() as c:
-        res = stream_call(c, protocol.WARM, protocol.WarmParams(root=str(root)), progress_label="warming")
-    if args.json:
-        print_json(res)
-    else:
-        out.print(
-            f"warmed {res.root}: {res.files} files, {res.tokens:,} tokens "
-            f"({res.prefilled_tokens:,} prefilled) in {res.seconds:.2f}s"
-        )
-        if res.dropped:
-            out.print(f"{len(res.dropped)} files did not fit the token budget")
-        for warning in res.warnings:
-            err.print(f"[yellow]warning:[/] {warning}")
-    return 0
-
-
-def workspace_arg(args: argparse.Namespace) -> str | None:
-    return str(Path(args.workspace).resolve()) if args.workspace else None
-
-
-def cmd_complete(args: argparse.Namespace) -> int:
-    path, line, col = parse_location(args.location)
-    params = protocol.CompleteParams(
-        path=str(path), line=line - 1, col=col - 1, workspace=workspace_arg(args), max_tokens=args.max_tokens or None
-    )
-    with client() as c:
-        res = stream_call(c, protocol.COMPLETE, params, show=False)
-    if args.json:
-        print_json(res)
-    else:
-        print(res.text)
-    return 0
-
-
-def cmd_explain(args: argparse.Namespace) -> int:
-    path, start, end = parse_range(args.target, required=False)
-    params = protocol.ChatParams(path=str(path), start_line=start, end_line=end, workspace=workspace_arg(args))
-    with client() as c:
-        res = stream_call(c, protocol.EXPLAIN, params, show=not args.json)
-    if args.json:
-        print_json(res)
-    else:
-        out.print()
-    return 0
-
-
-def cmd_refactor(args: argparse.Namespace) -> int:
-    path, start, end = parse_range(args.target, required=True)
-    params = protocol.RefactorParams(
-        path=str(path), start_line=start, end_line=end, instruction=args.instruction, workspace=workspace_arg(args)
-    )
-    with client() as c, err.status("refactoring…"):
-        res = stream_call(c, protocol.REFACTOR, params, show=False)
-    old = path.read_bytes().decode("utf-8")  # exactly as on disk: CRLF files stay CRLF
-    if hashlib.sha256(old.encode()).hexdigest() != res.digest:
-        raise CliError(f"{path} changed while the refactor ran; nothing written, run it again")
-    new = protocol.replace_lines(old, res.start_line, res.end_line, res.replacement)
-    diff = "".join(
-        difflib.unified_diff(
-            old.splitlines(keepends=True), new.splitlines(keepends=True), f"a/{res.path}", f"b/{res.path}"
-        )
-    )
-    if args.json:
-        print_json({**protocol.encode(res), "diff": diff})
-    else:
-        print(diff or "(no change)", end="" if diff else "\n")
-    if args.apply and diff:
-        atomic_write(path, new)
-        err.print(f"applied to {path}")
-    return 0
-
-
-def cmd_model_convert(args: argparse.Namespace) -> int:
-    from banked.daemon.cli.convert import ConvertError, convert
-
-    out_dir = Path(args.out).resolve()
-    try:
-        with err.status("converting…") as status:
-            convert(
-                Path(args.src).resolve(),
-                out_dir,
-                args.bits,
-                args.head_bits,
-                args.rows,
-                args.length,
-                report=lambda line: status.update(line[:100]),
-            )
-    except ConvertError as exc:
-        raise CliError(str(exc)) from exc
-    out.print(f'EXL2 model written to {out_dir}; use it with model = "{out_dir}" (engine auto or exl2)')
-    return 0
-
-
-def cmd_service_install(args: argparse.Namespace) -> int:
-    for line in system_service.install(force=args.force, start=not args.no_start):
-        out.print(line, soft_wrap=True)
-    return 0
-
-
-def cmd_service_uninstall(args: argparse.Namespace) -> int:
-    for line in system_service.uninstall() or ["nothing to remove"]:
-        out.print(line, soft_wrap=True)
-    return 0
-
-
-def cmd_service_status(args: argparse.Namespace) -> int:
-    st = system_service.status()
-    if args.json:
-        print(json.dumps(st))
-        return 0
-    for path, state in dict(st["files"]).items():  # type: ignore[call-overload]
-        out.print(f"{state:8} {path}", soft_wrap=True)
-    for unit, active in dict(st.get("active", {})).items():  # type: ignore[call-overload]
-        out.print(f"{active:8} {unit}")
-    return 0
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from banked.daemon.cli.demo import run_demo
-
-    return run_demo()
+def _add(sub: Any, name: str, fn: Callable[[argparse.Namespace], int], help: str, args: list[Arg]) -> None:
+    s = sub.add_parser(name, help=help, description=help)
+    for flags, kw in args:
+        s.add_argument(*flags, **kw)
+    s.set_defaults(fn=fn)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="banked", description="A local coding assistant with the whole workspace warm.")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("serve", help="run the daemon in the foreground")
-    s.add_argument("--log-file", action="store_true", help="also log to the log dir (the system service does)")
-    s.set_defaults(fn=cmd_serve)
-    sub.add_parser("stop", help="stop the daemon (writes its snapshot)").set_defaults(fn=cmd_stop)
-    s = sub.add_parser("status", help="engine, cache and workspaces")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(fn=cmd_status)
-    s = sub.add_parser("warm", help="load a workspace into the cache")
-    s.add_argument("dir")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(fn=cmd_warm)
-    s = sub.add_parser("complete", help="complete at FILE:LINE:COL (1-based)")
-    s.add_argument("location")
-    s.add_argument("--workspace")
-    s.add_argument("--max-tokens", type=int, default=0)
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(fn=cmd_complete)
-    s = sub.add_parser("explain", help="explain FILE[:START-END]")
-    s.add_argument("target")
-    s.add_argument("--workspace")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(fn=cmd_explain)
-    s = sub.add_parser("refactor", help="refactor FILE:START-END as instructed; prints a diff")
-    s.add_argument("target")
-    s.add_argument("instruction")
-    s.add_argument("--apply", action="store_true", help="write the change (refused if the file changed)")
-    s.add_argument("--workspace")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(fn=cmd_refactor)
-    s = sub.add_parser("model", help="model tools")
-    msub = s.add_subparsers(dest="model_cmd", required=True)
-    s = msub.add_parser("convert", help="make an EXL2 model from an HF directory or a GGUF file (needs a GPU)")
-    s.add_argument("src")
-    s.add_argument("out")
-    s.add_argument("--bits", type=float, default=4.0)
-    s.add_argument("--head-bits", type=int, default=6)
-    s.add_argument("--rows", type=int, default=0, help="calibration rows (fewer: faster, coarser)")
-    s.add_argument("--length", type=int, default=0, help="calibration tokens per row")
-    s.set_defaults(fn=cmd_model_convert)
-    s = sub.add_parser("service", help="run the daemon as a per-user background service (systemd, launchd)")
-    ssub = s.add_subparsers(dest="service_cmd", required=True)
-    s = ssub.add_parser("install", help="write and enable the user units (socket-activated on systemd)")
-    s.add_argument("--force", action="store_true", help="overwrite units you edited")
-    s.add_argument("--no-start", action="store_true", help="write the files only")
-    s.set_defaults(fn=cmd_service_install)
-    ssub.add_parser("uninstall", help="disable and remove the units").set_defaults(fn=cmd_service_uninstall)
-    s = ssub.add_parser("status", help="the unit files and whether they run")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(fn=cmd_service_status)
-    sub.add_parser("demo", help="warm a sample workspace; complete, explain, refactor").set_defaults(fn=cmd_demo)
+    p = argparse.ArgumentParser(
+        prog="banked",
+        description="A local coding assistant with the whole workspace warm in the model's KV cache.",
+        epilog='Shell completion: eval "$(register-python-argcomplete banked)" (bash/zsh).',
+    )
+    p.add_argument("--version", action="version", version=f"banked {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND", help="what to do (banked COMMAND --help)")
+    for name, fn, help, args in COMMANDS:
+        _add(sub, name, fn, help, args)
+    for group, help, members in GROUPS:
+        g = sub.add_parser(group, help=help, description=help).add_subparsers(
+            dest=f"{group}_cmd", required=True, metavar="COMMAND", help=f"which {group} command"
+        )
+        for name, fn, sub_help, args in members:
+            _add(g, name, fn, sub_help, args)
     return p
 
 
+def warn_about_daemon_settings() -> None:
+    """`BANKED_MAX_LINES=3 banked complete …` changes nothing in a daemon that already runs: say so."""
+    from banked.daemon.ipc import protocol
+    from banked.daemon.ipc.client import Client
+
+    try:
+        mine = config.load()
+        with Client.connect() as client:
+            client.sock.settimeout(5)
+            theirs = client.request(protocol.STATUS).settings
+    except (OSError, ValueError, config.ConfigError, rpc.RemoteError, DaemonUnavailable):
+        return  # no daemon yet: it starts with this environment
+    differ = [f"BANKED_{k.upper()}" for k, v in vars(mine).items() if k in theirs and theirs[k] != v]
+    if differ:
+        err.print(
+            f"[yellow]note:[/] {', '.join(differ)} {'is' if len(differ) == 1 else 'are'} read when the daemon starts; "
+            "the running daemon keeps its own (`banked stop` to restart it; for one command, use --max-lines or "
+            "--max-tokens)"
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    try:
+        import argcomplete
+
+        argcomplete.autocomplete(parser)
+    except ImportError:
+        pass
+    args = parser.parse_args(argv)
     fn: Callable[[argparse.Namespace], int] = args.fn
+    if args.cmd in ("complete", "explain", "refactor", "warm"):
+        warn_about_daemon_settings()
     try:
         code = fn(args)
     except (CliError, DaemonUnavailable, model_store.ModelError, config.ConfigError, ServiceError) as exc:
@@ -351,6 +143,12 @@ def main(argv: list[str] | None = None) -> None:
         code = 2
     except rpc.RemoteError as exc:
         err.print(f"[red]banked {args.cmd}:[/] {exc}")
+        code = 1
+    except (ConnectionError, BrokenPipeError) as exc:
+        err.print(
+            f"[red]banked {args.cmd}:[/] the daemon closed the connection ({type(exc).__name__}); it may have "
+            "crashed: see `banked status` and its log, then try again"
+        )
         code = 1
     except KeyboardInterrupt:
         err.print("cancelled")

@@ -161,8 +161,14 @@ def _systemctl(*args: str) -> subprocess.CompletedProcess[str] | None:
     return subprocess.run(["systemctl", "--user", *args], capture_output=True, text=True, timeout=60)
 
 
+class NotLoaded(ServiceError):
+    """The unit files are written, but the service manager did not load them; the message says what to run."""
+
+
 def install(force: bool = False, start: bool = True, platform: str | None = None) -> list[str]:
-    """Write the unit files (refusing to overwrite user edits) and enable them; returns what was done."""
+    """Write the unit files (refusing to overwrite user edits) and enable them; returns what was done.
+
+    Raises NotLoaded (after writing) when systemd could not be asked to load them."""
     files = platform_files(platform)
     done: list[str] = []
     for f in files:
@@ -189,8 +195,11 @@ def install(force: bool = False, start: bool = True, platform: str | None = None
         r = _systemctl(*step)
         if r is None or r.returncode != 0:
             why = "systemctl not found" if r is None else (r.stderr.strip() or f"exit {r.returncode}")
-            done.append(f"could not run `systemctl --user {' '.join(step)}` ({why}); run it in your login session")
-            break
+            raise NotLoaded(
+                "\n".join(done) + f"\nthe units are written but not loaded: `systemctl --user {' '.join(step)}` "
+                f"failed ({why}); in your login session run: systemctl --user daemon-reload && "
+                f"systemctl --user enable --now {SOCKET}"
+            )
         done.append(f"systemctl --user {' '.join(step)}")
     return done
 
@@ -234,4 +243,12 @@ def status(platform: str | None = None) -> dict[str, object]:
         r = _systemctl("is-active", SOCKET, SERVICE)
         if r is not None:
             out["active"] = dict(zip([SOCKET, SERVICE], r.stdout.split(), strict=False))
+    out["running"] = daemon_answers()
     return out
+
+
+def daemon_answers() -> bool:
+    """Whether a daemon answers on the socket now (however it was started)."""
+    from banked.daemon.ipc.client import daemon_alive
+
+    return daemon_alive()

@@ -213,6 +213,7 @@ class StatusResult(Struct, kw_only=True):
     known_roots: list[str]
     socket: str
     snapshots_dir: str
+    settings: dict[str, Any] = {}  # the configuration the daemon started with
 
 
 # -- methods ---------------------------------------------------------------------------------

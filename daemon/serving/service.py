@@ -9,6 +9,7 @@ to, what the cache holds) are workspaces.py's; prompt texts are prompts.py's.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import time
@@ -87,6 +88,7 @@ class Daemon:
             known_roots=sorted(self.workspaces.known.roots),
             socket=str(paths.socket_path()),
             snapshots_dir=str(paths.snapshots_dir()),
+            settings=dataclasses.asdict(self.cfg),
         )
 
     async def warm(self, call: Call, params: p.WarmParams) -> p.WarmResult:

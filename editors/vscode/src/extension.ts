@@ -1,9 +1,22 @@
 // banked for VS Code: runs `banked-lsp`, shows its inline completions, adds palette commands and a status item.
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
 import * as vscode from "vscode";
 import { ExecuteCommandRequest, LanguageClient, LanguageClientOptions, ServerOptions } from "vscode-languageclient/node";
-import { BankedStatus, UserSettings, commandTarget, needsInstruction, serverSettings, statusBar } from "./logic";
+import {
+  BankedStatus,
+  UserSettings,
+  commandTarget,
+  needsInstruction,
+  resolveServerPath,
+  serverSettings,
+  startupError,
+  statusBar,
+} from "./logic";
 
 let client: LanguageClient | undefined;
+let item: vscode.StatusBarItem | undefined;
 
 function settings(): UserSettings {
   const c = vscode.workspace.getConfiguration("banked");
@@ -16,8 +29,45 @@ function settings(): UserSettings {
   };
 }
 
+/** banked.serverPath is machine-scoped: a workspace's own settings can never point it at an executable. */
+function serverPathSetting(): string | undefined {
+  const inspected = vscode.workspace.getConfiguration("banked").inspect<string>("serverPath");
+  return inspected?.globalValue ?? undefined;
+}
+
+function findServer(): string | undefined {
+  return resolveServerPath(serverPathSetting(), {
+    home: os.homedir(),
+    folders: (vscode.workspace.workspaceFolders ?? []).map((f) => f.uri.fsPath),
+    pathDirs: (process.env.PATH ?? "").split(path.delimiter).filter(Boolean),
+    exists: (p) => {
+      try {
+        fs.accessSync(p, fs.constants.X_OK);
+        return true;
+      } catch {
+        return false;
+      }
+    },
+  });
+}
+
+function show(st?: BankedStatus): void {
+  if (!item) return;
+  const s = statusBar(st);
+  item.text = s.text;
+  item.tooltip = s.tooltip;
+}
+
+async function fail(message: string): Promise<void> {
+  show({ state: "failed", enabled: false, detail: message });
+  const choice = await vscode.window.showErrorMessage(message, "Open Settings");
+  if (choice === "Open Settings") {
+    await vscode.commands.executeCommand("workbench.action.openSettings", "banked.serverPath");
+  }
+}
+
 async function execute(command: string, arg?: unknown): Promise<unknown> {
-  if (!client) throw new Error("banked-lsp is not running");
+  if (!client) throw new Error("banked-lsp is not running; see the banked item in the status bar");
   return client.sendRequest(ExecuteCommandRequest.type, { command, arguments: arg === undefined ? [] : [arg] });
 }
 
@@ -36,9 +86,13 @@ function selectionTarget(instruction?: string): Record<string, unknown> | undefi
   return commandTarget(editor.document.uri.toString(), range, instruction);
 }
 
-export async function activate(context: vscode.ExtensionContext): Promise<void> {
-  const command = vscode.workspace.getConfiguration("banked").get<string>("serverPath") || "banked-lsp";
-  const serverOptions: ServerOptions = { command, args: ["--stdio"] };
+async function startClient(context: vscode.ExtensionContext): Promise<void> {
+  const server = findServer();
+  if (!server) {
+    await fail(startupError(serverPathSetting(), undefined));
+    return;
+  }
+  const serverOptions: ServerOptions = { command: server, args: ["--stdio"] };
   const clientOptions: LanguageClientOptions = {
     documentSelector: [{ scheme: "file" }],
     initializationOptions: serverSettings(settings()),
@@ -54,16 +108,29 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
       },
     },
   };
-  client = new LanguageClient("banked", "banked", serverOptions, clientOptions);
-  client.registerProposedFeatures(); // textDocument/inlineCompletion (LSP 3.18)
+  const c = new LanguageClient("banked", "banked", serverOptions, clientOptions);
+  c.registerProposedFeatures(); // textDocument/inlineCompletion (LSP 3.18)
+  try {
+    await c.start();
+  } catch (e) {
+    await fail(startupError(serverPathSetting(), server, e instanceof Error ? e.message : String(e)));
+    return;
+  }
+  client = c;
+  context.subscriptions.push(c.onNotification("banked/status", (st: BankedStatus) => show(st)));
+}
 
-  const item = vscode.window.createStatusBarItem(vscode.StatusBarAlignment.Right, 100);
+async function restartClient(context: vscode.ExtensionContext): Promise<void> {
+  const old = client;
+  client = undefined;
+  if (old) await old.stop();
+  show(undefined);
+  await startClient(context);
+}
+
+export async function activate(context: vscode.ExtensionContext): Promise<void> {
+  item = vscode.window.createStatusBarItem(vscode.StatusBarAlignment.Right, 100);
   item.command = "banked.showStatus";
-  const show = (st?: BankedStatus) => {
-    const s = statusBar(st);
-    item.text = s.text;
-    item.tooltip = s.tooltip;
-  };
   show(undefined);
   item.show();
   context.subscriptions.push(item);
@@ -100,14 +167,14 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
 
   context.subscriptions.push(
     vscode.workspace.onDidChangeConfiguration((e) => {
-      if (e.affectsConfiguration("banked") && client) {
+      if (e.affectsConfiguration("banked.serverPath")) {
+        void restartClient(context); // a new server: no window reload needed
+      } else if (e.affectsConfiguration("banked") && client) {
         void client.sendNotification("workspace/didChangeConfiguration", { settings: serverSettings(settings()) });
       }
     }),
   );
-
-  await client.start();
-  context.subscriptions.push(client.onNotification("banked/status", (st: BankedStatus) => show(st)));
+  await startClient(context);
 }
 
 export async function deactivate(): Promise<void> {

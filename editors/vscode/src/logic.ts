@@ -75,3 +75,47 @@ export function needsInstruction(command: string, args: unknown[] | undefined): 
   const a = args && args[0];
   return !(a && typeof a === "object" && typeof (a as { instruction?: unknown }).instruction === "string");
 }
+
+/** `~` and `~/…` in a path setting, expanded against `home`. */
+export function expandHome(p: string, home: string): string {
+  if (p === "~") return home;
+  if (p.startsWith("~/")) return home + p.slice(1);
+  return p;
+}
+
+export interface Finder {
+  home: string;
+  folders: string[]; // the workspace folders, as paths
+  pathDirs: string[]; // $PATH split
+  exists: (path: string) => boolean;
+}
+
+/**
+ * Where banked-lsp is: the `banked.serverPath` setting (machine-scoped, `~` expanded) if set; else the
+ * workspace's own `.venv` (a banked checkout, or a project that installed banked), pipx's `~/.local/bin`,
+ * then `$PATH`. Undefined when it is nowhere: the caller says how to install it.
+ */
+export function resolveServerPath(setting: string | undefined | null, f: Finder): string | undefined {
+  if (setting && setting.trim() && setting.trim() !== "banked-lsp") {
+    const p = expandHome(setting.trim(), f.home);
+    return p.includes("/") ? (f.exists(p) ? p : undefined) : f.pathDirs.map((d) => `${d}/${p}`).find(f.exists);
+  }
+  const candidates = [
+    ...f.folders.map((d) => `${d}/.venv/bin/banked-lsp`),
+    `${f.home}/.local/bin/banked-lsp`,
+    ...f.pathDirs.map((d) => `${d}/banked-lsp`),
+  ];
+  return candidates.find(f.exists);
+}
+
+/** The one message shown when the server cannot be found or started: what happened and the fix. */
+export function startupError(setting: string | undefined | null, found: string | undefined, why?: string): string {
+  if (!found) {
+    const asked = setting && setting.trim() && setting.trim() !== "banked-lsp" ? ` at ${setting}` : "";
+    return (
+      `banked: the language server (banked-lsp) was not found${asked}. Install banked (\`make install\` in its ` +
+      "checkout puts it in .venv/bin), then set banked.serverPath in your user settings to that banked-lsp."
+    );
+  }
+  return `banked: ${found} did not start${why ? ` (${why})` : ""}. Run \`banked doctor\` in a terminal to see why.`;
+}

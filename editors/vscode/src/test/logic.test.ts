@@ -1,6 +1,6 @@
 import { strict as assert } from "node:assert";
 import { test } from "node:test";
-import { commandTarget, needsInstruction, serverSettings, shortCount, statusBar } from "../logic";
+import { commandTarget, expandHome, needsInstruction, resolveServerPath, serverSettings, shortCount, startupError, statusBar } from "../logic";
 
 test("settings reach the server under 'banked', unset keys left out", () => {
   assert.deepEqual(serverSettings({ enabled: true, debounceMs: 40.7, maxLines: null, socket: "" }), {
@@ -35,4 +35,24 @@ test("refactor asks for an instruction only when it has none", () => {
   assert.equal(needsInstruction("banked.refactor", [{ uri: "file:///a.py" }]), true);
   assert.equal(needsInstruction("banked.refactor", [{ uri: "file:///a.py", instruction: "x" }]), false);
   assert.equal(needsInstruction("banked.explain", []), false);
+});
+
+test("the server is found: the machine setting (with ~), else the workspace .venv, pipx, then PATH", () => {
+  const have = new Set(["/home/u/bin/banked-lsp", "/w/proj/.venv/bin/banked-lsp", "/home/u/.local/bin/banked-lsp", "/usr/bin/banked-lsp"]);
+  const f = { home: "/home/u", folders: ["/w/proj"], pathDirs: ["/usr/bin"], exists: (p: string) => have.has(p) };
+  assert.equal(resolveServerPath("~/bin/banked-lsp", f), "/home/u/bin/banked-lsp");
+  assert.equal(resolveServerPath("", f), "/w/proj/.venv/bin/banked-lsp");
+  assert.equal(resolveServerPath(undefined, { ...f, folders: [] }), "/home/u/.local/bin/banked-lsp");
+  assert.equal(resolveServerPath(undefined, { ...f, folders: [], exists: (p) => p === "/usr/bin/banked-lsp" }), "/usr/bin/banked-lsp");
+  assert.equal(resolveServerPath("/nowhere/banked-lsp", f), undefined); // set but missing: not silently replaced
+  assert.equal(resolveServerPath(undefined, { ...f, exists: () => false }), undefined);
+  assert.equal(expandHome("~", "/h"), "/h");
+  assert.equal(expandHome("/a/~b", "/h"), "/a/~b");
+});
+
+test("a server that cannot start is one clear message with the fix", () => {
+  assert.match(startupError(undefined, undefined), /not found\. Install banked .*banked\.serverPath/);
+  assert.match(startupError("/x/banked-lsp", undefined), /not found at \/x\/banked-lsp/);
+  assert.match(startupError(undefined, "/v/banked-lsp", "spawn EACCES"), /did not start \(spawn EACCES\).*banked doctor/);
+  assert.equal(statusBar({ state: "failed", enabled: false, detail: "x" }).text, "$(error) banked");
 });

@@ -1,0 +1,160 @@
+"""`banked doctor`: is everything in place, and if not, what to do. Neovim's `:checkhealth banked` reads it too.
+
+Each check says ok, warn or error, what it found, and for anything not ok the
+fix. Nothing here starts a daemon or loads a model.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from banked.daemon import __version__, config, paths
+from banked.daemon.cli import system_service
+from banked.daemon.engines import model_store
+from banked.daemon.ipc import protocol
+from banked.daemon.ipc.client import Client
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # ok | warn | error
+    detail: str
+    fix: str = ""
+
+
+def lsp_executable() -> Path | None:
+    """`banked-lsp`: beside this Python (the project's .venv, pipx), else on PATH."""
+    here = Path(sys.executable).parent / "banked-lsp"
+    if here.exists():
+        return here
+    found = shutil.which("banked-lsp")
+    return Path(found) if found else None
+
+
+def check_lsp() -> Check:
+    exe = lsp_executable()
+    if exe is None:
+        return Check("language server", "error", "banked-lsp not found", "run `make install` (it goes into .venv/bin)")
+    try:
+        out = subprocess.run([str(exe), "--version"], capture_output=True, text=True, timeout=30)
+        version = out.stdout.strip()
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Check("language server", "error", f"{exe} does not run: {exc}", "reinstall with `make install`")
+    if version != __version__:
+        return Check("language server", "warn", f"{exe} is version {version}, banked is {__version__}", "reinstall")
+    return Check("language server", "ok", f"{exe} {version}")
+
+
+def check_config() -> tuple[Check, config.Config | None]:
+    try:
+        cfg = config.load()
+    except config.ConfigError as exc:
+        return Check("config", "error", str(exc), f"fix or delete {paths.config_file()}"), None
+    where = paths.config_file()
+    return Check("config", "ok", f"{where}" if where.exists() else f"defaults ({where} does not exist)"), cfg
+
+
+def check_model(cfg: config.Config) -> Check:
+    from banked.daemon.engines import EngineError, choose
+
+    try:
+        engine, model = choose(cfg)
+    except EngineError as exc:
+        return Check("engine and model", "error", str(exc), "set `engine` and `model` in config.toml")
+    if model is None:
+        if model_store.is_ready():
+            return Check(
+                "engine and model", "ok", f"{engine}, the embedded default ({model_store.default_model_path()})"
+            )
+        try:
+            model_store.part_files()
+        except model_store.ModelError as exc:
+            return Check("engine and model", "error", str(exc), "run `make install`")
+        return Check("engine and model", "ok", f"{engine}, the embedded default (assembled on first use, 1.1 GB)")
+    if not model.exists():
+        return Check("engine and model", "error", f"{model} does not exist", "fix `model` in config.toml")
+    return Check("engine and model", "ok", f"{engine}, {model}")
+
+
+def check_daemon() -> tuple[Check, protocol.StatusResult | None]:
+    sock = paths.socket_path()
+    try:
+        with Client.connect(sock) as c:
+            c.sock.settimeout(10)
+            st = c.request(protocol.STATUS)
+    except (OSError, ValueError):
+        return Check("daemon", "ok", f"not running (any banked command or the editor starts one on {sock})"), None
+    active = next((w for w in st.workspaces if w.active), None)
+    where = f"; holds {active.root} ({st.cached_tokens:,} tokens)" if active else ""
+    return Check("daemon", "ok", f"pid {st.pid}, {st.engine.name} with {st.engine.model}{where}"), st
+
+
+def check_socket_dir() -> Check:
+    d = paths.socket_path().parent
+    if not d.exists():
+        return Check("socket directory", "ok", f"{d} (made when a daemon starts)")
+    st = os.stat(d)
+    if st.st_uid != os.getuid():
+        return Check("socket directory", "error", f"{d} belongs to uid {st.st_uid}", "set BANKED_RUNTIME_DIR")
+    mode = stat.S_IMODE(st.st_mode)
+    if d == paths.runtime_dir() and mode != 0o700:
+        return Check("socket directory", "warn", f"{d} is {mode:o}", f"chmod 700 {d} (a daemon does it at start)")
+    return Check("socket directory", "ok", f"{d}")
+
+
+def check_service() -> Check:
+    try:
+        st = system_service.status()
+    except system_service.ServiceError as exc:
+        return Check("background service", "ok", str(exc))
+    files = dict(st["files"])  # type: ignore[call-overload]
+    if all(v == "missing" for v in files.values()):
+        return Check("background service", "ok", "not installed (optional: `banked service install`)")
+    if any(v == "outdated" for v in files.values()):
+        return Check("background service", "warn", "unit files are outdated", "run `banked service install`")
+    running = st.get("running")
+    return Check("background service", "ok", f"installed; {'running' if running else 'not running now'}")
+
+
+def check_watches() -> Check:
+    try:
+        limit = int(Path("/proc/sys/fs/inotify/max_user_watches").read_text())
+    except (OSError, ValueError):
+        return Check("file watches", "ok", "no inotify here (watchdog is used)")
+    if limit < 8192:
+        return Check("file watches", "warn", f"fs.inotify.max_user_watches is {limit}", "raise it with sysctl")
+    return Check("file watches", "ok", f"fs.inotify.max_user_watches is {limit}")
+
+
+def check_disk() -> Check:
+    d = paths.cache_dir()
+    probe = d if d.exists() else Path.home()
+    free = shutil.disk_usage(probe).free
+    snaps = paths.snapshots_dir()
+    used = sum(f.stat().st_size for f in snaps.rglob("*") if f.is_file()) if snaps.exists() else 0
+    detail = f"{free / 2**30:.1f} GiB free in {probe}; snapshots use {used / 2**20:.0f} MiB"
+    if free < 2 * 2**30:
+        return Check("disk", "warn", detail, f"free some space, or delete {snaps} (banked then starts cold)")
+    return Check("disk", "ok", detail)
+
+
+def run() -> list[Check]:
+    checks = [Check("banked", "ok", f"{__version__} (Python {sys.version.split()[0]}, {sys.executable})"), check_lsp()]
+    cfg_check, cfg = check_config()
+    checks.append(cfg_check)
+    if cfg is not None:
+        checks.append(check_model(cfg))
+    checks += [check_daemon()[0], check_socket_dir(), check_service(), check_watches(), check_disk()]
+    return checks
+
+
+def as_json(checks: list[Check]) -> list[dict[str, Any]]:
+    return [asdict(c) for c in checks]
