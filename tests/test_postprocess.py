@@ -175,3 +175,14 @@ def test_without_a_grammar_the_indented_block_takes_decorators_and_stops_before_
     assert syntax.indented_block(lines, 10) == (10, 11)
     js = "function a() {\n  return 1;\n}\nconst b = 2;\n".splitlines(True)
     assert syntax.indented_block(js, 1) == (1, 3)  # the closing brace stays with its block
+
+
+def test_the_code_at_the_cursor_is_the_definition_its_line_starts_or_the_top_level_one() -> None:
+    """Explain/refactor with no selection: never an inner closure the cursor merely sits in."""
+    src = "import x\n\n@dec\ndef outer(a):\n    def inner(b):\n        return b\n    return inner(a)\n\nclass C:\n    def m(self):\n        return 1\n"
+    p = parsed(src)
+    assert syntax.definition_at(p, 5) == (3, 7)  # inside the closure: the top-level function, decorator and all
+    assert syntax.definition_at(p, 4) == (5, 6)  # on the closure's own `def` line: that closure
+    assert syntax.definition_at(p, 9) == (10, 11)  # a method's `def` line: the method
+    assert syntax.definition_at(p, 10) == (9, 11)  # inside the method: the class
+    assert syntax.definition_at(p, 0) is None

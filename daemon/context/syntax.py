@@ -346,6 +346,26 @@ def in_inline_context(p: Parsed, cursor: Cursor) -> bool:
     return False
 
 
+def definition_at(p: Parsed, line: int) -> tuple[int, int] | None:
+    """What "the code at the cursor" means for explain and refactor: the definition the cursor's line starts,
+    else the top-level definition around the line (1-based inclusive lines, decorators included)."""
+    kinds = DEFINITIONS.get(p.language, set())
+    lines = p.source.split(b"\n")
+    row = max(0, min(line, len(lines) - 1))
+    start_col = len(lines[row]) - len(lines[row].lstrip())
+    offset = sum(len(x) + 1 for x in lines[:row])
+    chain = ancestors_of_range(p, offset + start_col, offset + max(start_col, len(lines[row]) - 1))
+    defs = [n for n in chain if n.type in kinds]
+    starting = [n for n in defs if n.start_point[0] == row]
+    node = starting[-1] if starting else (defs[-1] if defs else None)
+    if node is None:
+        return None
+    i = chain.index(node)
+    if i + 1 < len(chain) and chain[i + 1].type == "decorated_definition":
+        node = chain[i + 1]  # its decorators belong to it
+    return node.start_point[0] + 1, node.end_point[0] + 1 - (1 if node.end_point[1] == 0 else 0)
+
+
 def enclosing_definition(p: Parsed, line: int) -> tuple[int, int] | None:
     """1-based inclusive lines of the innermost definition around a 0-based line (decorators included)."""
     kinds = DEFINITIONS.get(p.language, set())

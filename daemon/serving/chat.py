@@ -31,12 +31,12 @@ class Turn:
 
 
 def selected_lines(parses: syntax.ParseCache, t: Target, text: str, params: p.ChatParams) -> tuple[int, int]:
-    """1-based inclusive lines: as asked, else the enclosing definition (tree-sitter), else the top-level
-    block around the cursor. CPU work: call it off the event loop."""
+    """1-based inclusive lines: as asked, else the definition the cursor's line starts or the top-level one
+    around it (tree-sitter), else the top-level block around the cursor. CPU work: call it off the event loop."""
     lines = text.splitlines(keepends=True)
     if params.start_line is None and params.end_line is None and params.cursor_line is not None:
         parsed = parses.parse(f"{t.entry.root}/{t.rel}", text)
-        found = syntax.enclosing_definition(parsed, params.cursor_line) if parsed is not None else None
+        found = syntax.definition_at(parsed, params.cursor_line) if parsed is not None else None
         start, end = found or syntax.indented_block(text.splitlines(), params.cursor_line)
     else:
         start = params.start_line or 1

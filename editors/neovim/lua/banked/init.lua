@@ -8,22 +8,29 @@ local M = {}
 
 local ns = vim.api.nvim_create_namespace("banked")
 
+-- editors/neovim/lua/banked/init.lua -> the banked checkout (its .venv holds banked-lsp after `make install`)
+local checkout = vim.fn.fnamemodify(debug.getinfo(1, "S").source:sub(2), ":p:h:h:h:h:h")
+
 M.config = {
-  cmd = { "banked-lsp" },
+  cmd = nil, -- nil: found (see M.find_server); or { "/path/to/.venv/bin/banked-lsp" }
   cmd_env = nil,
   filetypes = nil, -- nil: every filetype
   root_markers = { ".git", "pyproject.toml", "package.json", "go.mod", "Cargo.toml" },
   init_options = {}, -- sent as initializationOptions = { banked = init_options } (debounceMs, maxLines, ...)
   keymaps = {
-    accept = "<Tab>",
-    accept_line = "<M-l>",
+    accept = "<Tab>", -- not mapped when nvim-cmp or a snippet engine owns <Tab>; copilot.lua's layout: "<M-l>"
+    accept_word = "<M-Right>",
+    accept_line = "<M-Down>",
     dismiss = "<C-]>",
     next = "<M-]>",
+    prev = "<M-[>",
   },
   builtin_inline = true, -- use vim.lsp.inline_completion when this Neovim has it
 }
 
 M.status = {} -- the last banked/status notification
+M.server = nil -- the banked-lsp command in use (after setup)
+M.problem = nil -- why banked is not running, if it is not (after setup)
 
 -- The suggestion being shown: { buf, row, col, tick, items, index, text }
 local current = nil
@@ -164,14 +171,54 @@ function M.accept_line()
   return true
 end
 
-function M.next()
+function M.accept_word()
+  if not usable() then
+    return false
+  end
+  local word = current.text:match("^%s*[%w_]+") or current.text:match("^%s*[^%w_%s]+") or current.text:sub(1, 1)
+  insert(word)
+  return true
+end
+
+local function cycle(step)
   if current and #current.items > 1 then
-    current.index = current.index % #current.items + 1
+    current.index = (current.index - 1 + step) % #current.items + 1
     current.text = item_text(current.items[current.index])
     render()
   else
     M.request(1)
   end
+end
+
+function M.next()
+  cycle(1)
+end
+
+function M.prev()
+  cycle(-1)
+end
+
+--- Typing through: the user typed the start of the suggestion shown, so show the rest at once (the server
+--- answers the same from its cache; this only saves the round trip and the flicker).
+local function typed_through(buf)
+  local s = current
+  if not s or s.buf ~= buf then
+    return false
+  end
+  local c = vim.api.nvim_win_get_cursor(0)
+  local row, col = c[1] - 1, c[2]
+  if row ~= s.row or col <= s.col then
+    return false
+  end
+  local typed = vim.api.nvim_buf_get_text(buf, row, s.col, row, col, {})[1] or ""
+  if typed == "" or s.text:sub(1, #typed) ~= typed or #typed >= #s.text then
+    return false
+  end
+  s.text = s.text:sub(#typed + 1)
+  s.col = col
+  s.tick = vim.api.nvim_buf_get_changedtick(buf)
+  render()
+  return true
 end
 
 -- -- commands ---------------------------------------------------------------------------------
@@ -285,9 +332,16 @@ local function map(lhs, can, action, fallback)
   if not lhs or lhs == "" then
     return
   end
+  local tab = lhs:lower() == "<tab>"
   vim.keymap.set("i", lhs, function()
     if can() then
       vim.schedule(action)
+      return ""
+    end
+    if tab and vim.snippet and vim.snippet.active({ direction = 1 }) then
+      vim.schedule(function()
+        vim.snippet.jump(1) -- what Neovim's default <Tab> does in a snippet
+      end)
       return ""
     end
     return fallback and vim.api.nvim_replace_termcodes(lhs, true, false, true) or ""
@@ -299,7 +353,7 @@ local function attach_renderer()
   vim.api.nvim_create_autocmd({ "TextChangedI", "TextChangedP" }, {
     group = group,
     callback = function(ev)
-      if client_for(ev.buf) then
+      if client_for(ev.buf) and not typed_through(ev.buf) then
         M.request(2)
       end
     end,
@@ -327,8 +381,11 @@ local function attach_renderer()
     return true
   end
   -- <Tab> and <C-]> fall back to their usual meaning when nothing is shown
-  map(k.accept, usable, M.accept, true)
-  map(k.accept_line, usable, M.accept_line, false)
+  if not M.tab_owner(k.accept) then
+    map(k.accept, usable, M.accept, true)
+  end
+  map(k.accept_word, usable, M.accept_word, true)
+  map(k.accept_line, usable, M.accept_line, true)
   map(k.dismiss, function()
     return current ~= nil or pending ~= nil
   end, function()
@@ -336,22 +393,103 @@ local function attach_renderer()
     M.clear()
   end, true)
   map(k.next, always, M.next, false)
+  map(k.prev, always, M.prev, false)
+end
+
+--- Who else owns an insert-mode key (nvim-cmp, a snippet engine, another map), or nil: banked then leaves it.
+function M.tab_owner(lhs)
+  if not lhs or lhs == "" then
+    return nil
+  end
+  local existing = vim.fn.maparg(lhs, "i", false, true)
+  local builtin = existing.desc and existing.desc:find("^vim%.snippet") -- Neovim's own default: banked keeps it working
+  if type(existing) == "table" and existing.lhs and existing.desc ~= "banked" and not builtin then
+    return existing.desc or existing.rhs or "another insert-mode map"
+  end
+  if lhs:lower() == "<tab>" then
+    for _, mod in ipairs({ "cmp", "blink.cmp", "luasnip", "snippy", "vsnip" }) do
+      if package.loaded[mod] then
+        return mod
+      end
+    end
+  end
+  return nil
+end
+
+--- The banked-lsp to run: `cmd` if set, else this checkout's .venv, the project's .venv, pipx's ~/.local/bin,
+--- then $PATH. Returns the command (a list) or nil and where it looked.
+function M.find_server(cmd)
+  if cmd then
+    return vim.fn.executable(cmd[1]) == 1 and cmd or nil, { cmd[1] }
+  end
+  local places = {
+    checkout .. "/.venv/bin/banked-lsp",
+    vim.fn.getcwd() .. "/.venv/bin/banked-lsp",
+    vim.fn.expand("~/.local/bin/banked-lsp"),
+  }
+  for _, p in ipairs(places) do
+    if vim.fn.executable(p) == 1 then
+      return { p }, places
+    end
+  end
+  local found = vim.fn.exepath("banked-lsp")
+  table.insert(places, "$PATH")
+  return found ~= "" and { found } or nil, places
+end
+
+--- For a statusline (lualine: `{ require("banked").statusline }`): "" when banked is not attached here.
+function M.statusline()
+  if M.problem then
+    return "banked ✗"
+  end
+  if not client_for(vim.api.nvim_get_current_buf()) then
+    return ""
+  end
+  local st = M.status
+  if st.state ~= "connected" then
+    return "banked " .. (st.state or "…")
+  end
+  if st.enabled == false then
+    return "banked off"
+  end
+  local total, cached = st.workspace_tokens or 0, st.cached_tokens or 0
+  if total > 0 and cached < total then
+    return string.format("banked %d%%", st.percent or math.floor(100 * cached / total))
+  end
+  return cached >= 1000 and string.format("banked %.0fk", cached / 1000) or ("banked " .. cached)
 end
 
 function M.setup(opts)
   M.config = vim.tbl_deep_extend("force", M.config, opts or {})
   vim.api.nvim_set_hl(0, "BankedSuggestion", { link = "Comment", default = true })
   local cfg = M.config
+  local server, looked = M.find_server(cfg.cmd)
+  if not server then
+    M.problem = "banked-lsp not found (looked in " .. table.concat(looked, ", ") .. ")"
+    vim.notify(
+      "banked: "
+        .. M.problem
+        .. ". Run `make install` in the banked checkout, or pass cmd = { '/path/to/.venv/bin/banked-lsp' } "
+        .. "to require('banked').setup(). :checkhealth banked tells more.",
+      vim.log.levels.ERROR
+    )
+    return
+  end
+  M.server = server
   local lsp_config = {
     name = "banked",
-    cmd = cfg.cmd,
+    cmd = server,
     cmd_env = cfg.cmd_env,
     filetypes = cfg.filetypes,
     root_markers = cfg.root_markers,
     init_options = { banked = cfg.init_options },
+    -- Neovim 0.11 has no inline completion of its own: the plugin's renderer asks for it, so say the
+    -- client can take it (the server then does not also offer the classic completion menu).
+    capabilities = { textDocument = { inlineCompletion = { dynamicRegistration = false } } },
     handlers = {
       ["banked/status"] = function(_, params)
         M.status = params or {}
+        vim.api.nvim_exec_autocmds("User", { pattern = "BankedStatus", data = M.status, modeline = false })
       end,
       ["banked/metrics"] = function() end,
     },
@@ -378,17 +516,19 @@ function M.setup(opts)
     vim.lsp.inline_completion.enable(true) -- Neovim 0.12+: the built-in ghost text
     M.builtin = true
     local k = cfg.keymaps
-    if k.accept and k.accept ~= "" then
+    if k.accept and k.accept ~= "" and not M.tab_owner(k.accept) then
       vim.keymap.set("i", k.accept, function()
         if not vim.lsp.inline_completion.get() then
           return vim.api.nvim_replace_termcodes(k.accept, true, false, true)
         end
-      end, { expr = true, silent = true, desc = "banked: accept" })
+      end, { expr = true, silent = true, desc = "banked" })
     end
-    if k.next and k.next ~= "" and vim.lsp.inline_completion.select then
-      vim.keymap.set("i", k.next, function()
-        vim.lsp.inline_completion.select({ count = 1 })
-      end, { desc = "banked: next suggestion" })
+    for key, count in pairs({ next = 1, prev = -1 }) do
+      if k[key] and k[key] ~= "" and vim.lsp.inline_completion.select then
+        vim.keymap.set("i", k[key], function()
+          vim.lsp.inline_completion.select({ count = count })
+        end, { desc = "banked" })
+      end
     end
   else
     attach_renderer()
