@@ -72,7 +72,10 @@ class Bench:
                 ),
                 root_uri=self.root.as_uri(),
                 workspace_folders=[types.WorkspaceFolder(uri=self.root.as_uri(), name=self.root.name)],
-                initialization_options={"banked": {"debounceMs": 0, "metrics": True}},
+                # The LSP's own cost on every request: no cache, no typing-through, no speculation.
+                initialization_options={
+                    "banked": {"debounceMs": 0, "metrics": True, "reuse": False, "speculate": False}
+                },
             )
         )
         self.client.initialized(types.InitializedParams())

@@ -115,3 +115,16 @@ def test_the_segment_does_not_change_while_typing_on_a_line(
     rendered = engine.detokenize(first).decode()
     assert "def make_widget(name, size=1):" in rendered and "pkg/shapes.py" in rendered
     assert len(first) <= cfg.focus_tokens
+
+
+def test_prefix_focus_and_tail_always_fit_the_context(tmp_path: Path, cfg: Config, engine: LlamaCppEngine) -> None:
+    """A small context keeps a quarter for the tail: a full workspace plus the longest tail still fits."""
+    files = {f"pkg/m{i}.py": f"def f{i}(x):\n    return x + {i}\n" * 120 for i in range(12)}
+    ws = Workspace(make_files(tmp_path, {**files, "pkg/layout.py": LAYOUT, "pkg/shapes.py": SHAPES}))
+    ws.scan()
+    wc = WorkspaceCache(ws, engine, template_for(engine), cfg)
+    buffer = LAYOUT + "x = 1\n" * 3000
+    cursor = Cursor.at(buffer, 3005, 0)
+    focus_ids = wc.focus("pkg/layout.py", cursor, syntax.parse_text("python", buffer))
+    tail = wc.fim_tail("pkg/layout.py", cursor, cfg.max_tokens, before_it=len(focus_ids))
+    assert len(wc.plan().ids) + len(focus_ids) + len(tail) + cfg.max_tokens <= engine.info.n_ctx

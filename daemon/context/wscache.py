@@ -81,8 +81,13 @@ class WorkspaceCache:
     # -- the desired prefix ----------------------------------------------------------------
 
     @property
+    def reserve(self) -> int:
+        """Room kept after the prefix for a tail and its answer (a quarter of a small context)."""
+        return min(TAIL_RESERVE, self.engine.info.n_ctx // 4)
+
+    @property
     def budget(self) -> int:
-        return max(0, self.engine.info.n_ctx - min(TAIL_RESERVE, self.engine.info.n_ctx // 4))
+        return max(0, self.engine.info.n_ctx - self.reserve)
 
     def invalidate(self) -> None:
         with self.lock:
@@ -262,7 +267,7 @@ class WorkspaceCache:
 
     def focus(self, path: str, cursor: Cursor, parsed: syntax.Parsed | None) -> list[int]:
         """The focus segment for a cursor in `path` (see focus.py): at most `focus_tokens` tokens."""
-        budget = self.cfg.focus_tokens
+        budget = min(self.cfg.focus_tokens, self.reserve // 3)
         if budget <= 0:
             return []
         with self.lock:
@@ -303,7 +308,7 @@ class WorkspaceCache:
             before, after = secrets.redact(before), secrets.redact(after)
         b = self.tpl.tokens(before)
         a = self._suffix_window(after)
-        room = TAIL_RESERVE - (self.cfg.max_tokens if max_tokens is None else max_tokens) - len(a) - before_it - 32
+        room = self.reserve - (self.cfg.max_tokens if max_tokens is None else max_tokens) - len(a) - before_it - 32
         if len(b) > room:
             b = b[len(b) - max(room, 0) :]
         return self.tpl.fim(path, b, a)

@@ -22,7 +22,6 @@ from banked.daemon.config import Config
 from banked.daemon.context import postprocess, prompts, syntax
 from banked.daemon.context.templates import template_for
 from banked.daemon.context.workspace import Unreadable
-from banked.daemon.context.wscache import TAIL_RESERVE
 from banked.daemon.engines.base import Engine, EngineError
 from banked.daemon.engines.generation import Generation, TextStream, run_generation
 from banked.daemon.ipc import protocol as p
@@ -279,9 +278,9 @@ class Daemon:
         selected = "".join(text.splitlines(keepends=True)[start - 1 : end])
         self.workspaces.ensure_synced(t.entry)
         tail = await asyncio.to_thread(self.tpl.chat, prompt(t.rel, selected, start, end))
-        if len(tail) + max_tokens > TAIL_RESERVE:
+        if len(tail) + max_tokens > t.entry.wc.reserve:
             raise UserError(
-                f"the selection is too large ({len(tail)} tokens; at most {TAIL_RESERVE - max_tokens}): "
+                f"the selection is too large ({len(tail)} tokens; at most {t.entry.wc.reserve - max_tokens}): "
                 "select fewer lines"
             )
         g = Generation(tail, self.tpl.chat_stops, max_tokens, TextStream(self.engine), on_text=self._stream(call))

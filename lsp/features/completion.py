@@ -58,6 +58,8 @@ class Computation:
     partial: str = ""
     waiters: int = 0
     task: asyncio.Task[str | None] | None = None
+    daemon_ms: float | None = None  # the daemon's own time for it, once answered
+    link_ms: float | None = None  # the round trip through the socket
 
     def typed(self, doc_text: str) -> str | None:
         """What the user typed after `before`, if the buffer is still `before` + that + `after` (None if not).
@@ -179,13 +181,15 @@ class Completion:
             return None
         version = doc.version
         before, after = split(doc, position)
+        log.debug("request v%d at %s:%s (%d chars before)", version, position.line, position.character, len(before))
         if settings.reuse:
             found = self._reuse(uri, before, after, position)
             if found is None and (comp := self._sharable(uri, doc.source)) is not None:
+                log.debug("v%d waits for a running call (%d chars before)", version, len(comp.before))
                 await self._wait(comp)  # the call already running for this text will do, if it still fits
                 found = self._reuse(uri, before, after, position) if doc.version == version else None
             if found is not None:
-                self._metrics(uri, t0, cached=True)
+                self._metrics(uri, t0, None, invoked)
                 return found
         if not invoked and settings.debounce_ms:
             await asyncio.sleep(settings.debounce_ms / 1000)
@@ -193,9 +197,10 @@ class Completion:
             return None
         comp = self._start(uri, doc, before, after, position)
         result = await self._wait(comp)
+        log.debug("v%d: model answered %r (doc now v%d)", version, (result or "")[:20], doc.version)
         if doc.version != version:
             return None  # typed on while the daemon worked: the editor asks again (and finds the cache)
-        self._metrics(uri, t0, cached=False)
+        self._metrics(uri, t0, comp, invoked)
         if not result or not result.strip():
             return None
         self._speculate(uri, doc, before, after, result)
@@ -285,23 +290,30 @@ class Completion:
                 comp.cancel()  # the model has written something the user did not type: drop it now
 
         self.model_calls += 1
+        log.debug("calling the daemon (%s, %d chars before)", "speculative" if comp.speculative else "request", len(comp.before))
+        t0 = time.perf_counter()
         try:
             result = await self.ls.link.request(protocol.COMPLETE, params, streamed)
         except (DaemonUnavailable, OSError, rpc.RemoteError) as exc:
             log.info("%s completion: %s", "speculative" if comp.speculative else "a", exc)
             return None
+        comp.link_ms, comp.daemon_ms = round(1000 * (time.perf_counter() - t0), 3), result.daemon_ms
         if self.ls.settings.reuse:
             self.cache.put(uri, comp.before, comp.after, result.text)
         return result.text
 
-    def _metrics(self, uri: str, t0: float, cached: bool) -> None:
+    def _metrics(self, uri: str, t0: float, comp: Computation | None, invoked: bool) -> None:
+        """banked/metrics (when asked for): where this answer came from and what it cost (bench/lsp.py)."""
         if self.ls.settings.metrics:
             self.ls.protocol.notify(
                 METRICS,
                 {
                     "uri": uri,
-                    "cached": cached,
+                    "cached": comp is None,
+                    "daemon_ms": comp.daemon_ms if comp else None,
+                    "link_ms": comp.link_ms if comp else None,
                     "server_ms": round(1000 * (time.perf_counter() - t0), 3),
+                    "debounce_ms": self.ls.settings.debounce_ms if not invoked else 0,
                     "model_calls": self.model_calls,
                 },
             )
