@@ -398,7 +398,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     targets = choose_targets(files, args.targets, args.cross_file, args.seed, args.per_file)
     print(f"{len(files)} Python files in {root.name}; {len(targets)} targets in {len({t.path for t in targets})} files")
     cfg = config.Config(
-        prefix_lines=args.prefix_lines, suffix_tokens=args.suffix_tokens, max_lines=10, focus_tokens=args.focus_tokens
+        prefix_lines=args.prefix_lines,
+        suffix_tokens=args.suffix_tokens,
+        max_lines=10,
+        focus_tokens=args.focus_tokens,
+        fim_order=args.fim_order,
     )
     model = Path(args.model) if args.model else model_store.ensure_default_model()
     hot = list(dict.fromkeys(t.path for t in targets))
@@ -535,6 +539,7 @@ def main() -> None:
     )
     p.add_argument("--suffix-tokens", type=int, default=config.Config.suffix_tokens)
     p.add_argument("--focus-tokens", type=int, default=config.Config.focus_tokens)
+    p.add_argument("--fim-order", default=config.Config.fim_order, choices=["psm", "spm"])
     p.add_argument(
         "--n-ctx", type=int, default=16384, help="context of each mode's engine (the workspace budget is 4k less)"
     )

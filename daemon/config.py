@@ -40,6 +40,7 @@ class Config:
     suffix_tokens: int = 64
     prefix_lines: int = 1000
     focus_tokens: int = 600  # the definitions the cursor needs, right before the FIM tail (0: none)
+    fim_order: str = "psm"  # "psm" (Qwen's documented order) or "spm" (suffix first: typing re-prefills less)
     # Chat (explain/refactor).
     chat_max_tokens: int = 512
     # Workspace rules.
@@ -98,4 +99,10 @@ def load(path: Path | None = None) -> Config:
         env = os.environ.get(_ENV_PREFIX + f.name.upper())
         if env is not None:
             setattr(cfg, f.name, _coerce(f.name, env, default))
+    for key, allowed in CHOICES.items():
+        if getattr(cfg, key) not in allowed:
+            raise ConfigError(f"config key {key!r} is {getattr(cfg, key)!r}; choose one of {', '.join(allowed)}")
     return cfg
+
+
+CHOICES = {"fim_order": ("psm", "spm"), "engine": ("auto", "llamacpp", "exl2")}

@@ -54,16 +54,12 @@ class QwenCoderTemplate:
         body = text if text.endswith("\n") or not text else text + "\n"
         return [self.sp["<|file_sep|>"], *self.tokens(f"{path}\n{body}\n")]
 
-    def fim(self, path: str, before: list[int], after: list[int]) -> list[int]:
-        return [
-            self.sp["<|file_sep|>"],
-            *self.tokens(path + "\n"),
-            self.sp["<|fim_prefix|>"],
-            *before,
-            self.sp["<|fim_suffix|>"],
-            *after,
-            self.sp["<|fim_middle|>"],
-        ]
+    def fim(self, path: str, before: list[int], after: list[int], order: str = "psm") -> list[int]:
+        """The FIM turn. PSM (prefix, suffix, middle) is what Qwen2.5-Coder documents; SPM puts the suffix
+        first, so typing at the cursor only appends to what is cached (see `fim_order` in config)."""
+        prefix, suffix = [self.sp["<|fim_prefix|>"], *before], [self.sp["<|fim_suffix|>"], *after]
+        body = [*suffix, *prefix] if order == "spm" else [*prefix, *suffix]
+        return [self.sp["<|file_sep|>"], *self.tokens(path + "\n"), *body, self.sp["<|fim_middle|>"]]
 
     def chat(self, user: str, system: str = prompts.SYSTEM) -> list[int]:
         s, e = self.sp["<|im_start|>"], self.sp["<|im_end|>"]

@@ -35,6 +35,8 @@ from banked.daemon.engines.base import Engine, OnProgress, ShouldStop, common_pr
 TAIL_RESERVE = 4096
 #: At most this many characters before the cursor are tokenized for a tail (more than TAIL_RESERVE tokens).
 TAIL_CHARS = 8 * TAIL_RESERVE
+#: Lines the prefix window loses at a time from its start when it does not fit.
+WINDOW_STEP = 10
 
 
 @dataclass(frozen=True)
@@ -306,12 +308,21 @@ class WorkspaceCache:
         after = "\n".join([cursor.rest, *cursor.below(limit)])[: 16 * limit]
         if not self.cfg.include_secrets:
             before, after = secrets.redact(before), secrets.redact(after)
-        b = self.tpl.tokens(before)
         a = self._suffix_window(after)
         room = self.reserve - (self.cfg.max_tokens if max_tokens is None else max_tokens) - len(a) - before_it - 32
-        if len(b) > room:
-            b = b[len(b) - max(room, 0) :]
-        return self.tpl.fim(path, b, a)
+        b = self._prefix_window(before, max(room, 0))
+        return self.tpl.fim(path, b, a, self.cfg.fim_order)
+
+    def _prefix_window(self, before: str, room: int) -> list[int]:
+        """`before` as tokens within `room`. Too long, it loses whole lines from its start in steps of
+        WINDOW_STEP lines, so the window's first token stays put while the user types (trimming tokens from
+        the front instead would shift it, and re-prefill the whole tail, at every keystroke)."""
+        b = self.tpl.tokens(before)
+        lines = before.split("\n")
+        while len(b) > room and len(lines) > WINDOW_STEP:
+            lines = lines[WINDOW_STEP:]
+            b = self.tpl.tokens("\n".join(lines))
+        return b[len(b) - room :] if len(b) > room else b  # one huge line: only then by tokens
 
     def _suffix_window(self, after: str) -> list[int]:
         limit = self.cfg.suffix_tokens
