@@ -126,7 +126,10 @@ def test_typing_through_keeps_the_suggestion(nvim: Any) -> None:
 
 def test_statusline_and_its_event(nvim: Any) -> None:
     n = nvim
-    n.exec_lua("_G.seen = 0; vim.api.nvim_create_autocmd('User', {pattern = 'BankedStatus', callback = function() _G.seen = _G.seen + 1 end})")
+    n.exec_lua(
+        "_G.seen = 0; vim.api.nvim_create_autocmd('User', "
+        "{pattern = 'BankedStatus', callback = function() _G.seen = _G.seen + 1 end})"
+    )
     n.exec_lua("require('banked').execute('banked.warmWorkspace')")
     wait(lambda: n.exec_lua("return _G.seen") > 0, "a User BankedStatus event")
     line = wait(lambda: n.exec_lua("return require('banked').statusline()"), "a statusline")

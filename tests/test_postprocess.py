@@ -179,7 +179,10 @@ def test_without_a_grammar_the_indented_block_takes_decorators_and_stops_before_
 
 def test_the_code_at_the_cursor_is_the_definition_its_line_starts_or_the_top_level_one() -> None:
     """Explain/refactor with no selection: never an inner closure the cursor merely sits in."""
-    src = "import x\n\n@dec\ndef outer(a):\n    def inner(b):\n        return b\n    return inner(a)\n\nclass C:\n    def m(self):\n        return 1\n"
+    src = (
+        "import x\n\n@dec\ndef outer(a):\n    def inner(b):\n        return b\n    return inner(a)\n\n"
+        "class C:\n    def m(self):\n        return 1\n"
+    )
     p = parsed(src)
     assert syntax.definition_at(p, 5) == (3, 7)  # inside the closure: the top-level function, decorator and all
     assert syntax.definition_at(p, 4) == (5, 6)  # on the closure's own `def` line: that closure

@@ -290,7 +290,11 @@ class Completion:
                 comp.cancel()  # the model has written something the user did not type: drop it now
 
         self.model_calls += 1
-        log.debug("calling the daemon (%s, %d chars before)", "speculative" if comp.speculative else "request", len(comp.before))
+        log.debug(
+            "calling the daemon (%s, %d chars before)",
+            "speculative" if comp.speculative else "request",
+            len(comp.before),
+        )
         t0 = time.perf_counter()
         try:
             result = await self.ls.link.request(protocol.COMPLETE, params, streamed)
