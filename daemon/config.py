@@ -38,7 +38,7 @@ class Config:
     max_tokens: int = 64
     max_lines: int = 10
     suffix_tokens: int = 64
-    prefix_lines: int = 1000
+    prefix_lines: int = 40  # the saved file is in the prefix already; a short tail re-prefills fast
     focus_tokens: int = 600  # the definitions the cursor needs, right before the FIM tail (0: none)
     fim_order: str = "psm"  # "psm" (Qwen's documented order) or "spm" (suffix first: typing re-prefills less)
     # Chat (explain/refactor).

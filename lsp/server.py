@@ -1,8 +1,8 @@
 """`banked-lsp`: the language server. A client of the daemon; it never loads a model.
 
 The handlers below are thin: each hands its request to the feature that owns
-it (lsp/features/: documents and overlays, completion, status, code actions)
-and turns the answer into LSP shapes. Warming, restarting the daemon and the
+it (lsp/features/: documents and overlays, completion, status, code actions,
+warming) and turns the answer into LSP shapes. Restarting the daemon and the
 settings are small enough to live here.
 """
 
@@ -26,7 +26,7 @@ from banked.lsp.features.actions import KINDS, Actions, UserFacingError, command
 from banked.lsp.features.completion import Completion
 from banked.lsp.features.documents import Documents
 from banked.lsp.features.status import Status
-from banked.lsp.progress import progress
+from banked.lsp.features.warming import Warming
 from banked.lsp.settings import Settings
 from lsprotocol import types
 from pygls.capabilities import get_capability
@@ -45,6 +45,7 @@ class BankedServer(LanguageServer):
         self.completion = Completion(self)
         self.status = Status(self)
         self.actions = Actions(self)
+        self.warming = Warming(self)
         self.background: set[asyncio.Task[Any]] = set()
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
@@ -67,19 +68,6 @@ class BankedServer(LanguageServer):
             self.spawn(self.link.close())
         self.status.publish()
 
-    async def warm(self, roots: list[str] | None = None) -> list[dict[str, Any]]:
-        results = []
-        for root in roots or self.documents.folders():
-            async with progress(self, f"banked: warming {Path(root).name}") as p:
-
-                def on_progress(_method: str, note: dict[str, Any], rep: Any = p) -> None:
-                    done, total = int(note.get("done", 0)), int(note.get("total", 0)) or 1
-                    rep.report(f"{done:,}/{total:,} tokens", round(100 * done / total))
-
-                result = await self.link.request(protocol.WARM, protocol.WarmParams(root=root), on_progress)
-                results.append(protocol.encode(result))
-        return results
-
     async def restart_daemon(self) -> dict[str, Any]:
         with contextlib.suppress(DaemonUnavailable, rpc.RemoteError, OSError):
             if self.link.connected:
@@ -88,7 +76,7 @@ class BankedServer(LanguageServer):
             raise UserFacingError(f"banked: the daemon did not exit; see {paths.log_dir()}")
         await self.link.ensure(autostart=True)
         info = await self.link.request(protocol.PING, protocol.NoParams())
-        self.spawn(self.warm())
+        self.spawn(self.warming.warm())
         return {"pid": info.pid}
 
 
@@ -101,6 +89,10 @@ server = BankedServer()
 @server.feature(types.INITIALIZE)
 def on_initialize(ls: BankedServer, params: types.InitializeParams) -> None:
     ls.apply_settings(params.initialization_options)
+    opts = params.initialization_options
+    opts = opts.get("banked", opts) if isinstance(opts, dict) else {}
+    if isinstance(opts, dict) and isinstance(opts.get("focused"), bool):  # is this window focused (warming.py)
+        ls.warming.focused = opts["focused"]
     if get_capability(params.capabilities, "text_document.inline_completion", None) is None:
         # Classic completion only for clients without inline completion: offered to both, editors fire both on
         # each keystroke and the newer request cancels the other (ghost text and menu fight).
@@ -111,15 +103,9 @@ def on_initialize(ls: BankedServer, params: types.InitializeParams) -> None:
 
 @server.feature(types.INITIALIZED)
 def on_initialized(ls: BankedServer, params: types.InitializedParams) -> None:
-    async def start() -> None:
-        try:
-            await ls.warm()
-        except (DaemonUnavailable, rpc.RemoteError, asyncio.CancelledError) as exc:
-            log.info("warm-up: %s", exc)
-
     ls.status.ready = True
     ls.status.publish()
-    ls.spawn(start())
+    ls.warming.started()
     ls.spawn(ls.status.poll())
 
 
@@ -245,7 +231,15 @@ async def cmd_write_tests(ls: BankedServer, *args: Any) -> Any:
 
 @command("banked.warmWorkspace")
 async def cmd_warm(ls: BankedServer, *args: Any) -> Any:
-    return await ls.warm()
+    return await ls.warming.warm()
+
+
+@server.command("banked.focus")
+def cmd_focus(ls: BankedServer, *args: Any) -> dict[str, Any]:
+    """The client's window gained (`{"focused": true}`) or lost focus: see lsp/features/warming.py."""
+    arg = args[0] if args and isinstance(args[0], dict) else {}
+    ls.warming.focus_changed(bool(arg.get("focused", True)))
+    return {"focused": ls.warming.focused, "warm_here": ls.warming.holds_this_window()}
 
 
 @server.command("banked.status")

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+WARM_POLICIES = ("focused", "start", "manual")
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -22,6 +24,7 @@ class Settings:
     metrics: bool = False  # send banked/metrics after each completion (bench/lsp.py uses it)
     reuse: bool = True  # typing through suggestions, the cache of recent ones, sharing a running model call
     speculate: bool = True  # compute the next suggestion (as if this one is accepted) while the user reads
+    warm: str = "focused"  # when this window warms its folders: focused | start | manual (features/warming.py)
 
     def language_enabled(self, language_id: str | None) -> bool:
         return self.enabled and self.languages.get(language_id or "", self.languages.get("*", True))
@@ -45,6 +48,8 @@ class Settings:
             value = raw.get(key)
             if isinstance(value, str):
                 changes[key] = value or None
+        if raw.get("warm") in WARM_POLICIES:
+            changes["warm"] = raw["warm"]
         for key in ("autostart", "metrics", "reuse", "speculate"):
             if isinstance(raw.get(key), bool):
                 changes[key] = raw[key]

@@ -431,3 +431,33 @@ async def test_after_banked_stop_only_a_request_starts_a_daemon_again(lsp_env: d
         await client.shutdown_session()
         await client.stop()
         subprocess.run([sys.executable, "-m", "banked.daemon", "stop"], env=env, capture_output=True, timeout=120)
+
+
+async def test_two_windows_do_not_fight_over_the_cache_the_focused_one_is_warm(
+    lsp_env: dict[str, str], daemon: DaemonProc, tmp_path: Path
+) -> None:
+    first, second = make_files(tmp_path / "first", FILES), make_files(tmp_path / "second", FILES)
+    a_client, a = await start_lsp(lsp_env, first, options={"focused": True})
+    b_client, b = await start_lsp(lsp_env, second, options={"focused": False})
+    try:
+        await a.wait_for(lambda: any(s.get("workspace") == str(first.resolve()) and s.get("here") for s in a.statuses))
+        await b.wait_for(lambda: any(s.get("workspace") == str(first.resolve()) for s in b.statuses))
+        assert b.statuses[-1]["here"] is False  # the unfocused window did not take the cache, and says so
+        await b_client.workspace_execute_command_async(
+            types.ExecuteCommandParams(command="banked.focus", arguments=[{"focused": True}])
+        )
+        await b.wait_for(lambda: b.statuses[-1].get("workspace") == str(second.resolve()) and b.statuses[-1]["here"])
+        await a.wait_for(lambda: a.statuses[-1].get("here") is False)
+        # Focus that does not settle (alt-tabbing through) moves nothing.
+        await a_client.workspace_execute_command_async(
+            types.ExecuteCommandParams(command="banked.focus", arguments=[{"focused": True}])
+        )
+        await a_client.workspace_execute_command_async(
+            types.ExecuteCommandParams(command="banked.focus", arguments=[{"focused": False}])
+        )
+        await asyncio.sleep(4)
+        assert b.statuses[-1]["here"] is True and a.statuses[-1]["here"] is False
+    finally:
+        for c in (a_client, b_client):
+            await c.shutdown_session()
+            await c.stop()

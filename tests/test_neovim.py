@@ -134,6 +134,16 @@ def test_statusline_and_its_event(nvim: Any) -> None:
     wait(lambda: n.exec_lua("return _G.seen") > 0, "a User BankedStatus event")
     line = wait(lambda: n.exec_lua("return require('banked').statusline()"), "a statusline")
     assert line.startswith("banked")
+    # Focus changes reach the server (the cache follows the focused editor): losing focus then says so.
+    n.command("doautocmd FocusLost")
+    focused = n.exec_lua(
+        "local c = vim.lsp.get_clients({name = 'banked'})[1]; "
+        "return c:request_sync('workspace/executeCommand', {command = 'banked.focus', "
+        "arguments = {{focused = false}}}, 5000).result.focused"
+    )
+    assert focused is False
+    n.exec_lua("require('banked').status = {state = 'connected', enabled = true, here = false, workspace = '/w/other'}")
+    assert n.exec_lua("return require('banked').statusline()") == "banked: other"
 
 
 def test_checkhealth_reports_the_server_the_daemon_and_the_keys(nvim: Any) -> None:

@@ -76,6 +76,7 @@ class Status:
             "workspace_tokens": tokens,
             "percent": round(100 * synced / tokens) if tokens else None,
             "workspace": ws.root if ws else None,
+            "here": self.ls.warming.holds_this_window() if ws else None,  # the warm workspace is this window's
             "pending_jobs": self.daemon.pending_jobs if connected and self.daemon else 0,
         }
 

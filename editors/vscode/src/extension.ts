@@ -26,6 +26,7 @@ function settings(): UserSettings {
     debounceMs: c.get<number>("debounceMs"),
     maxLines: c.get<number | null>("maxLines"),
     socket: c.get<string | null>("socket"),
+    warm: c.get<string>("warm"),
   };
 }
 
@@ -95,7 +96,7 @@ async function startClient(context: vscode.ExtensionContext): Promise<void> {
   const serverOptions: ServerOptions = { command: server, args: ["--stdio"] };
   const clientOptions: LanguageClientOptions = {
     documentSelector: [{ scheme: "file" }],
-    initializationOptions: serverSettings(settings()),
+    initializationOptions: { banked: { ...serverSettings(settings()).banked, focused: vscode.window.state.focused } },
     middleware: {
       // Code actions resolve to banked.refactor without an instruction: ask for one with an input box.
       executeCommand: async (cmd, args, next) => {
@@ -118,6 +119,12 @@ async function startClient(context: vscode.ExtensionContext): Promise<void> {
   }
   client = c;
   context.subscriptions.push(c.onNotification("banked/status", (st: BankedStatus) => show(st)));
+  // The focused window's folders are the warm ones (see the server's lsp/features/warming.py).
+  context.subscriptions.push(
+    vscode.window.onDidChangeWindowState((w) => {
+      if (client === c) void execute("banked.focus", { focused: w.focused }).catch(() => undefined);
+    }),
+  );
 }
 
 async function restartClient(context: vscode.ExtensionContext): Promise<void> {

@@ -11,6 +11,8 @@ export interface BankedStatus {
   workspace_tokens?: number;
   percent?: number | null;
   pending_jobs?: number;
+  workspace?: string | null; // the folder the daemon's cache holds
+  here?: boolean | null; // whether that folder is one of this window's
 }
 
 /** The user's `banked.*` settings as read from the configuration. */
@@ -20,6 +22,7 @@ export interface UserSettings {
   debounceMs?: number;
   maxLines?: number | null;
   socket?: string | null;
+  warm?: string; // focused | start | manual
 }
 
 /** initializationOptions / didChangeConfiguration payload: only keys the user set, under "banked". */
@@ -30,6 +33,7 @@ export function serverSettings(s: UserSettings): { banked: Record<string, unknow
   if (typeof s.debounceMs === "number" && s.debounceMs >= 0) out.debounceMs = Math.floor(s.debounceMs);
   if (typeof s.maxLines === "number" && s.maxLines >= 1) out.maxLines = Math.floor(s.maxLines);
   if (typeof s.socket === "string" && s.socket !== "") out.socket = s.socket;
+  if (s.warm === "focused" || s.warm === "start" || s.warm === "manual") out.warm = s.warm;
   return { banked: out };
 }
 
@@ -46,6 +50,13 @@ export function statusBar(st: BankedStatus | undefined): { text: string; tooltip
   if (st.state === "starting") return { text: "$(loading~spin) banked", tooltip: st.detail || "starting the daemon" };
   if (st.state === "failed") return { text: "$(error) banked", tooltip: `banked: ${st.detail || "the daemon failed"}` };
   if (st.state !== "connected") return { text: "$(debug-disconnect) banked", tooltip: "banked: daemon not connected; it reconnects on the next completion" };
+  if (st.here === false) {
+    const name = (st.workspace ?? "").split(/[\\/]/).filter(Boolean).pop() ?? "another folder";
+    return {
+      text: `$(flame) banked: ${name}`,
+      tooltip: `banked: the cache holds ${st.workspace}, another window's folder; it moves here when this window keeps the focus (banked.warm), or run "banked: Warm workspace"`,
+    };
+  }
   const cached = st.cached_tokens ?? 0;
   const total = st.workspace_tokens ?? 0;
   const engine = st.engine ? ` · ${st.engine}` : "";

@@ -452,6 +452,9 @@ function M.statusline()
   if st.enabled == false then
     return "banked off"
   end
+  if st.here == false then -- the cache holds another window's folder (see init_options.warm)
+    return "banked: " .. vim.fn.fnamemodify(st.workspace or "?", ":t")
+  end
   local total, cached = st.workspace_tokens or 0, st.cached_tokens or 0
   if total > 0 and cached < total then
     return string.format("banked %d%%", st.percent or math.floor(100 * cached / total))
@@ -535,6 +538,16 @@ function M.setup(opts)
     M.builtin = false
   end
   create_commands()
+  -- The daemon's one cache follows the focused Neovim (terminals that report focus; see the README).
+  vim.api.nvim_create_autocmd({ "FocusGained", "FocusLost" }, {
+    group = vim.api.nvim_create_augroup("banked_focus", { clear = true }),
+    callback = function(ev)
+      local arg = { focused = ev.event == "FocusGained" }
+      for _, client in ipairs(vim.lsp.get_clients({ name = "banked" })) do
+        client:request("workspace/executeCommand", { command = "banked.focus", arguments = { arg } }, function() end)
+      end
+    end,
+  })
 end
 
 return M

@@ -9,7 +9,8 @@ test("settings reach the server under 'banked', unset keys left out", () => {
   assert.deepEqual(serverSettings({ languages: { markdown: false }, maxLines: 3, socket: "/run/x.sock" }), {
     banked: { languages: { markdown: false }, maxLines: 3, socket: "/run/x.sock" },
   });
-  assert.deepEqual(serverSettings({ debounceMs: -1, maxLines: 0 }), { banked: {} });
+  assert.deepEqual(serverSettings({ debounceMs: -1, maxLines: 0, warm: "sometimes" }), { banked: {} });
+  assert.deepEqual(serverSettings({ warm: "manual" }), { banked: { warm: "manual" } });
 });
 
 test("the status bar shows warming percent, then cached tokens, and failures", () => {
@@ -22,6 +23,9 @@ test("the status bar shows warming percent, then cached tokens, and failures", (
   assert.match(statusBar({ state: "failed", enabled: true, detail: "model missing" }).tooltip, /model missing/);
   assert.equal(statusBar({ state: "disconnected", enabled: true }).text, "$(debug-disconnect) banked");
   assert.equal(statusBar(undefined).text, "$(loading~spin) banked");
+  const elsewhere = statusBar({ ...base, cached_tokens: 10, workspace_tokens: 10, workspace: "/home/u/other", here: false });
+  assert.equal(elsewhere.text, "$(flame) banked: other");
+  assert.match(elsewhere.tooltip, /holds \/home\/u\/other, another window's folder/);
 });
 
 test("counts are short", () => {
