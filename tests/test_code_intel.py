@@ -45,8 +45,31 @@ def test_a_rewrite_that_does_not_parse_is_retried_once_then_refused(validating: 
     ws = make_repo(tmp_path / "ws", {"geo.py": SOURCE + "        return k\n"})
     before = (ws / "geo.py").read_text()
     with validating.client() as c:
-        with pytest.raises(RemoteError, match=r"does not parse .* twice; nothing was changed"):
+        with pytest.raises(RemoteError, match=r"wrong twice \(it does not parse .*\); nothing was changed"):
             c.call("refactor", {"path": str(ws / "geo.py"), "start_line": 4, "end_line": 5, "instruction": "tidy"})
         jobs = c.call("status")["jobs"]
     assert jobs.get("chat.done") == 2  # the first answer and one retry
     assert (ws / "geo.py").read_text() == before
+
+
+def test_a_python_rewrite_that_uses_names_it_never_imports_is_a_problem() -> None:
+    """The refactor seen in the field: `Callable`/`Mapping` in annotations, nothing imported (NameError)."""
+    from types import SimpleNamespace
+    from typing import Any, cast
+
+    from banked.daemon.serving.chat import Turn, rewrite_problems
+
+    text = "import os\n\n\ndef apply(fn, table):\n    return {k: fn(v) for k, v in table.items()}\n"
+    turn = Turn(cast(Any, None), cast(Any, SimpleNamespace(rel="m.py")), text, 4, 5, "")
+    typed = "def apply(fn: Callable[[int], int], table: Mapping[str, int]) -> dict[str, int]:\n"
+    body = "    return {k: fn(v) for k, v in table.items()}\n"
+    assert rewrite_problems(turn, typed + body, validate=True) == [
+        "line 4 uses `Callable`, defined nowhere",
+        "line 4 uses `Mapping`, defined nowhere",
+    ]
+    imported = "from typing import Callable, Mapping\n" + typed + body
+    assert rewrite_problems(turn, imported, validate=True) == []
+    # A name the file already left undefined (a star import, a run-time global) is not the rewrite's fault.
+    star = Turn(cast(Any, None), cast(Any, SimpleNamespace(rel="m.py")), "def f():\n    return CONFIG\n", 1, 2, "")
+    assert rewrite_problems(star, "def f():\n    return CONFIG or {}\n", validate=True) == []
+    assert rewrite_problems(turn, typed + body, validate=False) == []

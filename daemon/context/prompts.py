@@ -29,7 +29,13 @@ PRESET_INSTRUCTIONS: dict[Preset, str] = {
     ),
 }
 
-RETRY_UNPARSABLE = "\n(Your previous answer was not valid code: reply with code that parses.)"
+
+def retry_because(problems: list[str]) -> str:
+    """What the one retry of a refactor is told about the first answer."""
+    return (
+        f"\n(Your previous answer was wrong: {'; '.join(problems[:5])}. "
+        "Reply with code that parses and imports or defines every name it uses.)"
+    )
 
 
 def explain(rel: str, code: str, a: int, b: int) -> str:

@@ -12,7 +12,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from banked.daemon.context import syntax
+from banked.daemon.context import pycheck, syntax
 from banked.daemon.engines.generation import Generation
 from banked.daemon.ipc import protocol as p
 from banked.daemon.serving.call import Target, UserError
@@ -61,12 +61,21 @@ def fields(turn: Turn, engine: str, model: str) -> dict[str, Any]:
     }
 
 
-def rewrite_errors(turn: Turn, replacement: str, validate: bool) -> list[int]:
-    """Lines (1-based) where the file with the rewrite applied no longer parses; [] when it does."""
+def rewrite_problems(turn: Turn, replacement: str, validate: bool) -> list[str]:
+    """What is wrong with the file once the rewrite is applied, one line each; [] when nothing is.
+
+    It must parse no worse than before (tree-sitter, every language), and in Python it must not use a name
+    it defines nowhere (pyflakes): both fail at import, not when the user reads the diff."""
     language = syntax.language_of(turn.target.rel)
     if language is None or not validate:
         return []
     new = p.replace_lines(turn.text, turn.start, turn.end, replacement)
     before = syntax.error_lines(syntax.parse_text(language, turn.text))
     after = syntax.error_lines(syntax.parse_text(language, new))
-    return [] if len(after) <= len(before) else [r + 1 for r in after]
+    if len(after) > len(before):
+        return [f"it does not parse (near line {after[0] + 1})"]
+    if language == "python":
+        return [
+            f"line {line} uses `{name}`, defined nowhere" for line, name in pycheck.new_undefined_names(turn.text, new)
+        ]
+    return []

@@ -173,16 +173,16 @@ class Daemon:
         for attempt in (1, 2):  # one retry, told why
             turn = await self._chat(call, params, prompts.refactor(instruction))
             replacement = prompts.reindent(turn.original, prompts.extract_code(turn.g.stream.text))
-            errors = await asyncio.to_thread(chat.rewrite_errors, turn, replacement, self.cfg.validate_refactors)
-            if not errors:
+            problems = await asyncio.to_thread(chat.rewrite_problems, turn, replacement, self.cfg.validate_refactors)
+            if not problems:
                 break
             if attempt == 2:
                 raise UserError(
-                    f"the model's rewrite of {turn.target.rel} does not parse (near line {errors[0]}), twice; "
+                    f"the model's rewrite of {turn.target.rel} was wrong twice ({problems[0]}); "
                     "nothing was changed: try a smaller selection or a more precise instruction"
                 )
-            log.info("refactor of %s did not parse (lines %s); retrying once", turn.target.rel, errors)
-            instruction += prompts.RETRY_UNPARSABLE
+            log.info("refactor of %s: %s; retrying once", turn.target.rel, "; ".join(problems))
+            instruction += prompts.retry_because(problems)
         return p.RefactorResult(replacement=replacement, answer=turn.g.stream.text, **self._chat_fields(turn))
 
     async def write_tests(self, call: Call, params: p.ChatParams) -> p.WriteTestsResult:
