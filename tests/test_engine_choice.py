@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from banked.daemon.config import Config
-from banked.daemon.engines import EngineError, choose, make_engine
+from banked.daemon.engines import EngineError, choose, make_engine, model_store
 from banked.daemon.engines.exl2 import cuda_available, is_exl2_dir
 
 
@@ -32,6 +32,8 @@ def test_auto_falls_back_to_llamacpp_without_cuda(banked_env: dict[str, str], tm
     assert choose(Config(engine="auto", model=str(exl2)))[0] == "llamacpp"
     assert choose(Config(engine="auto"))[0] == "llamacpp"
     assert choose(Config(engine="llamacpp", model="/x.gguf")) == ("llamacpp", Path("/x.gguf"))
+    assert choose(Config(engine="auto", model="qwen2.5-coder-0.5b")) == ("llamacpp", model_store.SMALL)
+    assert choose(Config(engine="llamacpp")) == ("llamacpp", model_store.DEFAULT)
 
 
 def test_choosing_exl2_without_a_gpu_is_a_clear_error(banked_env: dict[str, str], tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The embedded default model: assembled from its PyPI parts, checked, never used when bad."""
+"""The packaged models: assembled from their PyPI parts, checked, never used when bad."""
 
 from __future__ import annotations
 
@@ -45,16 +45,28 @@ def test_the_default_model_parts_are_installed() -> None:
     assert sum(f.stat().st_size for f in files) == model_store.DEFAULT_MODEL_SIZE
 
 
-def test_a_tampered_default_model_is_reassembled(
+def test_a_tampered_model_is_reassembled(
     banked_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     ps = parts(tmp_path)
     whole = b"".join(p.read_bytes() for p in ps)
-    monkeypatch.setattr(model_store, "part_files", lambda: ps)
-    monkeypatch.setattr(model_store, "DEFAULT_MODEL_SIZE", len(whole))
-    monkeypatch.setattr(model_store, "DEFAULT_MODEL_SHA256", hashlib.sha256(whole).hexdigest())
-    path = model_store.ensure_default_model()
-    assert model_store.is_ready()
+    m = model_store.Packaged("test", "t.gguf", len(whole), hashlib.sha256(whole).hexdigest(), "t-{n}", "0", 3, "-")
+    monkeypatch.setattr(model_store, "part_files", lambda _m: ps)
+    path = model_store.ensure(m)
+    assert model_store.is_ready(m)
     path.write_bytes(b"tampered")  # the stamp no longer matches: re-verified, not trusted
-    assert not model_store.is_ready()
-    assert model_store.ensure_default_model().read_bytes() == whole
+    assert not model_store.is_ready(m)
+    assert model_store.ensure(m).read_bytes() == whole
+
+
+def test_packaged_models_are_chosen_by_name_and_a_missing_one_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert model_store.packaged("") is model_store.DEFAULT
+    assert model_store.packaged("qwen2.5-coder-0.5b") is model_store.SMALL
+    assert model_store.packaged("/models/base.gguf") is None
+    missing = model_store.Packaged("absent", "a.gguf", 1, "0" * 64, "banked-absent-part{n}", "1.0", 2, "run X")
+    with pytest.raises(
+        model_store.ModelError, match=r"banked-absent-part1==1.0 is not installed \(model absent\); run X"
+    ):
+        model_store.part_files(missing)

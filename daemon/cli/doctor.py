@@ -69,16 +69,15 @@ def check_model(cfg: config.Config) -> Check:
         engine, model = choose(cfg)
     except EngineError as exc:
         return Check("engine and model", "error", str(exc), "set `engine` and `model` in config.toml")
-    if model is None:
-        if model_store.is_ready():
-            return Check(
-                "engine and model", "ok", f"{engine}, the embedded default ({model_store.default_model_path()})"
-            )
+    if isinstance(model, model_store.Packaged):
+        what = f"{engine}, {model.name}" + (" (the embedded default)" if model is model_store.DEFAULT else "")
+        if model_store.is_ready(model):
+            return Check("engine and model", "ok", f"{what}, {model_store.model_path(model)}")
         try:
-            model_store.part_files()
+            model_store.part_files(model)
         except model_store.ModelError as exc:
-            return Check("engine and model", "error", str(exc), "run `make install`")
-        return Check("engine and model", "ok", f"{engine}, the embedded default (assembled on first use, 1.1 GB)")
+            return Check("engine and model", "error", str(exc), model.install)
+        return Check("engine and model", "ok", f"{what} (assembled on first use, {model.size / 1e9:.1f} GB)")
     if not model.exists():
         return Check("engine and model", "error", f"{model} does not exist", "fix `model` in config.toml")
     return Check("engine and model", "ok", f"{engine}, {model}")

@@ -6,8 +6,9 @@ from pathlib import Path
 
 from banked.daemon import paths
 from banked.daemon.config import Config
+from banked.daemon.engines import model_store
 from banked.daemon.engines.base import Engine, EngineError, EngineInfo, Sampling
-from banked.daemon.engines.model_store import Progress, ensure_default_model
+from banked.daemon.engines.model_store import Packaged, Progress
 
 __all__ = ["Engine", "EngineError", "EngineInfo", "Sampling", "choose", "make_engine"]
 
@@ -24,28 +25,29 @@ def find_exl2_model() -> Path | None:
     return next((d for d in sorted(root.iterdir()) if d.is_dir() and is_exl2_dir(d)), None)
 
 
-def choose(cfg: Config) -> tuple[str, Path | None]:
-    """(engine name, model path or None for the embedded default), without loading anything.
+def choose(cfg: Config) -> tuple[str, Path | Packaged]:
+    """(engine name, model: a path, or a packaged model such as the embedded default), loading nothing.
 
     "auto" picks exl2 when CUDA and an EXL2 model are present, else llamacpp.
     """
     from banked.daemon.engines.exl2 import cuda_available, is_exl2_dir
 
-    model = Path(cfg.model).expanduser() if cfg.model else None
+    named = model_store.packaged(cfg.model)
+    model = None if named else Path(cfg.model).expanduser()
     if cfg.engine == "auto":
-        exl2 = model if model is not None and model.is_dir() else (None if model else find_exl2_model())
+        exl2 = model if model is not None and model.is_dir() else (None if cfg.model else find_exl2_model())
         if exl2 is not None and is_exl2_dir(exl2) and cuda_available():
             return "exl2", exl2
-        return "llamacpp", model
+        return "llamacpp", model or named or model_store.DEFAULT
     if cfg.engine == "exl2":
-        exl2 = model or find_exl2_model()
+        exl2 = model or (None if named and cfg.model else find_exl2_model())
         if exl2 is None:
             raise EngineError(
                 f'engine = "exl2" but no EXL2 model: set `model` or convert one into {paths.models_dir()}'
             )
         return "exl2", exl2
     if cfg.engine == "llamacpp":
-        return "llamacpp", model
+        return "llamacpp", model or named or model_store.DEFAULT
     raise EngineError(f'unknown engine {cfg.engine!r}; choose "auto", "llamacpp" or "exl2"')
 
 
@@ -56,7 +58,7 @@ def make_engine(cfg: Config, progress: Progress | None = None) -> Engine:
     if name == "exl2":
         from banked.daemon.engines.exl2 import Exl2Engine
 
-        assert model is not None
+        assert isinstance(model, Path)
         return Exl2Engine(
             model,
             n_ctx=cfg.n_ctx,
@@ -67,5 +69,5 @@ def make_engine(cfg: Config, progress: Progress | None = None) -> Engine:
         )
     from banked.daemon.engines.llamacpp import LlamaCppEngine
 
-    path = model if model is not None else ensure_default_model(progress)
+    path = model if isinstance(model, Path) else model_store.ensure(model, progress)
     return LlamaCppEngine(path, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads, chunk=chunk)

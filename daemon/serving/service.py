@@ -32,6 +32,8 @@ from banked.daemon.serving.scheduler import YIELD, Cancelled, Job, Priority, Sch
 from banked.daemon.serving.workspaces import Entry, Workspaces
 
 log = logging.getLogger(__name__)
+
+MIN_CHAT_ANSWER = 64  # tokens of answer a chat turn must have room for
 T = TypeVar("T")
 
 
@@ -278,11 +280,13 @@ class Daemon:
         selected = "".join(text.splitlines(keepends=True)[start - 1 : end])
         self.workspaces.ensure_synced(t.entry)
         tail = await asyncio.to_thread(self.tpl.chat, prompt(t.rel, selected, start, end))
-        if len(tail) + max_tokens > t.entry.wc.reserve:
+        room = t.entry.wc.reserve - len(tail)  # after the workspace: the prompt, then the answer
+        if room < MIN_CHAT_ANSWER:
             raise UserError(
-                f"the selection is too large ({len(tail)} tokens; at most {t.entry.wc.reserve - max_tokens}): "
+                f"the selection is too large ({len(tail)} tokens; at most {t.entry.wc.reserve - MIN_CHAT_ANSWER}): "
                 "select fewer lines"
             )
+        max_tokens = min(max_tokens, room)  # a longer answer than the context holds stops where it is full
         g = Generation(tail, self.tpl.chat_stops, max_tokens, TextStream(self.engine), on_text=self._stream(call))
         await self._run(call, Priority.CHAT, lambda job: self._step(job, t.entry, g), f"chat {t.rel}")
         return chat.Turn(g, t, text, start, end, selected)
