@@ -103,3 +103,23 @@ def report(title: str, columns: list[str], rows: list[list[Any]], data: dict[str
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(data, indent=2))
     print(f"JSON written to {out}")
+
+
+async def start_lsp(client: Any, env: dict[str, str], root: Path, settings: dict[str, Any]) -> None:
+    """Start the real `banked-lsp` for a pygls `client` on `root`, as an editor with inline completion."""
+    from lsprotocol import types
+
+    await client.start_io(sys.executable, "-m", "banked.lsp", env={**os.environ, **env})
+    await client.initialize_async(
+        types.InitializeParams(
+            capabilities=types.ClientCapabilities(
+                text_document=types.TextDocumentClientCapabilities(
+                    inline_completion=types.InlineCompletionClientCapabilities()
+                )
+            ),
+            root_uri=root.as_uri(),
+            workspace_folders=[types.WorkspaceFolder(uri=root.as_uri(), name=root.name)],
+            initialization_options={"banked": settings},
+        )
+    )
+    client.initialized(types.InitializedParams())

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,7 +30,7 @@ from typing import Any
 from banked.daemon import paths
 from banked.daemon.engines.tinymodel import write_tiny_qwen2
 from banked.daemon.ipc.client import Client
-from common import Daemon, generate_project, report
+from common import Daemon, generate_project, report, start_lsp
 from lsprotocol import types
 from pygls.lsp.client import LanguageClient
 
@@ -62,23 +60,9 @@ class Bench:
             pass
 
     async def start(self) -> None:
-        await self.client.start_io(sys.executable, "-m", "banked.lsp", env={**os.environ, **self.env})
-        await self.client.initialize_async(
-            types.InitializeParams(
-                capabilities=types.ClientCapabilities(
-                    text_document=types.TextDocumentClientCapabilities(
-                        inline_completion=types.InlineCompletionClientCapabilities()
-                    )
-                ),
-                root_uri=self.root.as_uri(),
-                workspace_folders=[types.WorkspaceFolder(uri=self.root.as_uri(), name=self.root.name)],
-                # The LSP's own cost on every request: no cache, no typing-through, no speculation.
-                initialization_options={
-                    "banked": {"debounceMs": 0, "metrics": True, "reuse": False, "speculate": False}
-                },
-            )
-        )
-        self.client.initialized(types.InitializedParams())
+        # The LSP's own cost on every request: no cache, no typing-through, no speculation.
+        settings = {"debounceMs": 0, "metrics": True, "reuse": False, "speculate": False}
+        await start_lsp(self.client, self.env, self.root, settings)
 
     def open(self, path: Path) -> str:
         uri = path.as_uri()

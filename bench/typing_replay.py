@@ -25,7 +25,6 @@ if sys.path and sys.path[0].rstrip("/").endswith("bench"):
 
 import argparse
 import asyncio
-import os
 import random
 import shutil
 import statistics
@@ -38,7 +37,7 @@ from typing import Any
 from banked.daemon import paths
 from banked.daemon.context import syntax
 from banked.daemon.engines import model_store
-from common import Daemon, report
+from common import Daemon, report, start_lsp
 from lsprotocol import types
 from pygls.lsp.client import LanguageClient
 
@@ -129,20 +128,7 @@ class Editor:
             pass
 
     async def start(self) -> None:
-        await self.client.start_io(sys.executable, "-m", "banked.lsp", env={**os.environ, **self.env})
-        await self.client.initialize_async(
-            types.InitializeParams(
-                capabilities=types.ClientCapabilities(
-                    text_document=types.TextDocumentClientCapabilities(
-                        inline_completion=types.InlineCompletionClientCapabilities()
-                    )
-                ),
-                root_uri=self.root.as_uri(),
-                workspace_folders=[types.WorkspaceFolder(uri=self.root.as_uri(), name=self.root.name)],
-                initialization_options={"banked": {**self.settings, "metrics": True}},
-            )
-        )
-        self.client.initialized(types.InitializedParams())
+        await start_lsp(self.client, self.env, self.root, {**self.settings, "metrics": True})
 
     def open(self, uri: str, text: str) -> None:
         self.version = 1

@@ -152,8 +152,8 @@ def test_symbols_and_imports_per_language() -> None:
 
 def test_the_enclosing_definition_and_parse_errors() -> None:
     p = parsed(PY.replace("        \n", "        r = 10\n"))
-    assert syntax.enclosing_definition(p, 9) == (8, 12)  # the whole of describe()
-    assert syntax.enclosing_definition(p, 0) is None
+    assert syntax.definition_at(p, 9) == (8, 12)  # the whole of describe()
+    assert syntax.definition_at(p, 0) is None
     assert not syntax.error_lines(p)
     bad = parsed("def f(:\n    return (1,\n")
     assert bad.has_errors and syntax.error_lines(bad)

@@ -366,23 +366,6 @@ def definition_at(p: Parsed, line: int) -> tuple[int, int] | None:
     return node.start_point[0] + 1, node.end_point[0] + 1 - (1 if node.end_point[1] == 0 else 0)
 
 
-def enclosing_definition(p: Parsed, line: int) -> tuple[int, int] | None:
-    """1-based inclusive lines of the innermost definition around a 0-based line (decorators included)."""
-    kinds = DEFINITIONS.get(p.language, set())
-    lines = p.source.split(b"\n")
-    row = max(0, min(line, len(lines) - 1))
-    start_col = len(lines[row]) - len(lines[row].lstrip())
-    offset = sum(len(x) + 1 for x in lines[:row])
-    chain = ancestors_of_range(p, offset + start_col, offset + max(start_col, len(lines[row]) - 1))
-    for i, n in enumerate(chain):
-        if n.type in kinds:
-            parent = chain[i + 1] if i + 1 < len(chain) else None
-            if parent is not None and parent.type == "decorated_definition":
-                n = parent
-            return n.start_point[0] + 1, n.end_point[0] + 1 - (1 if n.end_point[1] == 0 else 0)
-    return None
-
-
 def error_lines(p: Parsed) -> list[int]:
     """0-based lines where the tree has ERROR or MISSING nodes (empty when it parses cleanly)."""
     rows: set[int] = set()
