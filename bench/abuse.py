@@ -146,7 +146,7 @@ def kills(env: dict[str, str], tmp: Path, root: Path, per_point: int) -> dict[st
             d = Daemon(env).start()
             got = probe(d, root)
             d.stop()
-            text = log.read_text(errors="replace")[mark:]
+            text = log.read_bytes()[mark:].decode(errors="replace")  # mark counts bytes, not characters
             out["restored"] += "restored" in text
             out["discarded"] += "discarding snapshot" in text
             out["matched_fresh"] += got == fresh(env, tmp, root, n)
