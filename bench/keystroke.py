@@ -8,7 +8,7 @@ the warm prefix, run_generation, 8 tokens of answer). A variant is `order:suffix
 suffix window in tokens) and `prefix_lines` with `@N` (e.g. `psm:64@40`). Reported per variant: what the
 first keystroke on the line costs (the tail moves there: a jump), then tokens re-prefilled per keystroke and
 time to first token over the keystrokes after the first. Each
-variant has its own engine: the same prefix is prefilled once per variant, before the keystrokes.
+variant runs on the same engine after the same workspace prefix (prefilled once), so only the tail differs.
 The quality side of the same variants: bench/quality.py --fim-order / --suffix-tokens / --prefix-lines.
 """
 
@@ -57,14 +57,14 @@ def main() -> None:
     typed = lines[target]
     data: dict[str, Any] = {"source": args.source, "file": path, "line": target + 1, "typed": typed, "variants": {}}
     rows = []
+    engine = LlamaCppEngine(model, args.n_ctx, 0, 256)  # one engine: the variants share the workspace prefix
     for v in args.variants.split(","):
         order, suffix, prefix_lines = variant(v)
         cfg = config.Config(fim_order=order, suffix_tokens=suffix, prefix_lines=prefix_lines, focus_tokens=0)
-        engine = LlamaCppEngine(model, args.n_ctx, 0, 256)
         wc = WorkspaceCache(ws, engine, template_for(engine), cfg)
         t0 = time.perf_counter()
-        wc.sync()
-        print(f"{v}: prefilled {len(wc.plan().ids):,} workspace tokens in {time.perf_counter() - t0:.0f}s", flush=True)
+        n = wc.sync()
+        print(f"{v}: prefilled {n:,} of {len(wc.plan().ids):,} workspace tokens in {time.perf_counter() - t0:.0f}s")
         indent = len(typed) - len(typed.lstrip())
         costs = []
         for k in range(indent, len(typed) + 1):
@@ -94,7 +94,7 @@ def main() -> None:
                 s["ttft_ms_p50"],
             ]
         )
-        engine.close()
+    engine.close()
     first = next(iter(data["variants"].values()))
     report(
         f"a keystroke by FIM layout: {path}:{target + 1} retyped, {first['workspace_tokens']:,} workspace tokens",
