@@ -47,7 +47,7 @@ from banked.daemon.context import postprocess, syntax
 from banked.daemon.context.cursor import Cursor
 from banked.daemon.context.templates import template_for
 from banked.daemon.context.workspace import FileState, Workspace, digest
-from banked.daemon.context.wscache import WorkspaceCache
+from banked.daemon.context.wscache import TAIL_RESERVE, WorkspaceCache
 from banked.daemon.engines import model_store
 from banked.daemon.engines.base import Engine
 from banked.daemon.engines.generation import Generation, TextStream, run_generation
@@ -56,6 +56,8 @@ from common import report
 
 IDENT = re.compile(r"[A-Za-z_]\w*")
 SNIPPET_TOKENS = 1024
+HOT_SHARE = 0.45  # the files with targets fit in this share of the budget (the daemon keeps half for them)
+CHARS_PER_TOKEN = 3.2  # Python source in Qwen's tokenizer, about (a lower bound keeps the estimate safe)
 
 
 # -- targets -----------------------------------------------------------------------------------------
@@ -189,9 +191,13 @@ def cross_file_names(t: Target, text: str, own: set[str], used: Counter[str], ot
     return tuple(sorted(n for n in span if n in others and n not in own and used[n] <= span[n]))
 
 
-def choose_targets(files: dict[str, str], n: int, cross: bool, seed: int, per_file: int) -> list[Target]:
+def choose_targets(
+    files: dict[str, str], n: int, cross: bool, seed: int, per_file: int, max_chars: int = 1 << 62
+) -> list[Target]:
     """`n` targets, deterministic-random, grouped by file: files are drawn at random and up to `per_file`
-    targets taken from each (each file's prefix is then prefilled once, not once per target)."""
+    targets taken from each (each file's prefix is then prefilled once, not once per target). The files
+    drawn hold at most `max_chars` in all: they are the files worked on, which the daemon keeps in the
+    prefix within half its budget (a file that would not fit is passed over)."""
     rng = random.Random(seed)
     names = {p: defined_names(t) for p, t in files.items()}
     by_file: dict[str, list[Target]] = {}
@@ -210,8 +216,14 @@ def choose_targets(files: dict[str, str], n: int, cross: bool, seed: int, per_fi
             by_file[rel] = pool
     order = sorted(by_file)
     rng.shuffle(order)
+    if max_chars < 1 << 62:  # room is short: the files with the most targets per character first
+        order.sort(key=lambda rel: -min(len(by_file[rel]), per_file) / max(len(files[rel]), 1))
     chosen: list[Target] = []
+    held = 0
     for rel in order:
+        if held + len(files[rel]) > max_chars:
+            continue
+        held += len(files[rel])
         pool = by_file[rel]
         rng.shuffle(pool)
         chosen += sorted(pool[: min(per_file, n - len(chosen))], key=lambda t: -t.start)
@@ -391,7 +403,11 @@ def make_modes(
         for i, p in enumerate(order):
             ws.files[p] = FileState(p, view[p], clock + i, digest(view[p]))
         e = engine()
-        return WorkspaceCache(ws, e, template_for(e), cfg)
+        wc = WorkspaceCache(ws, e, template_for(e), cfg)
+        for p in hot:  # worked on, as the daemon marks a file completed in: steers the selection over budget
+            if p in paths:
+                wc.touch(p)
+        return wc
 
     others = [p for p in view if p not in hot]
     focus = cfg.focus_tokens > 0
@@ -412,7 +428,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     scan = Workspace(root)
     scan.scan()
     files = {p: f.text for p, f in scan.files.items() if p.endswith(".py")}
-    targets = choose_targets(files, args.targets, args.cross_file, args.seed, args.per_file)
+    budget = args.n_ctx - min(TAIL_RESERVE, args.n_ctx // 4)
+    max_chars = int(HOT_SHARE * budget * CHARS_PER_TOKEN)
+    targets = choose_targets(files, args.targets, args.cross_file, args.seed, args.per_file, max_chars)
     print(f"{len(files)} Python files in {root.name}; {len(targets)} targets in {len({t.path for t in targets})} files")
     cfg = config.Config(
         prefix_lines=args.prefix_lines,

@@ -101,3 +101,45 @@ def test_over_budget_the_imported_files_stay_and_the_rest_become_a_symbol_map(
     wc.touch(plan.dropped[-1])
     moved = wc.plan()
     assert plan.dropped[-1] not in moved.dropped
+
+
+def test_over_budget_the_file_worked_on_last_is_always_in_the_prefix(
+    tmp_path: Path, cfg: Config, small: LlamaCppEngine
+) -> None:
+    """Even a large file nothing imports: its saved copy is what the short completion tail relies on."""
+    root = big_workspace(tmp_path / "ws")
+    lone = "".join(
+        f"def lone_{i}(x):\n    return x + {i}\n\n\n" for i in range(30)
+    )  # imports nothing, imported by none
+    (root / "lone.py").write_text(lone)
+    os.utime(root / "lone.py", ns=(1_000_000_000, 1_000_000_000))  # and the oldest file
+    ws = Workspace(root)
+    ws.scan()
+    wc = WorkspaceCache(ws, small, template_for(small), cfg)
+    wc.touch("app.py")
+    assert "lone.py" in wc.plan().dropped
+    wc.touch("lone.py")
+    plan = wc.plan()
+    kept = {s.path for s in plan.segments}
+    assert "lone.py" in kept and "app.py" in kept  # and the file worked on before it stays too
+    assert len(plan.ids) <= wc.budget
+
+
+def test_over_budget_files_worked_on_lately_stay_ahead_of_what_they_import(
+    tmp_path: Path, cfg: Config, small: LlamaCppEngine
+) -> None:
+    """PageRank alone fills the budget with a big module everything imports and drops the files being edited."""
+    hub = "".join(f"def helper_{i}(x):\n    return x * {i}\n\n\n" for i in range(30))
+    files = {"hub.py": hub}
+    for i in range(8):
+        files[f"mod{i}.py"] = "from hub import helper_1\n\n\n" + "".join(
+            f"def f{i}_{k}(x):\n    return helper_1(x) + {k}\n\n\n" for k in range(6)
+        )
+    root = make_files(tmp_path / "ws", files)
+    ws = Workspace(root)
+    ws.scan()
+    wc = WorkspaceCache(ws, small, template_for(small), cfg)
+    for p in ("mod5.py", "mod6.py", "mod7.py"):
+        wc.touch(p)
+    kept = {s.path for s in wc.plan().segments}
+    assert {"mod5.py", "mod6.py", "mod7.py"} <= kept

@@ -189,21 +189,35 @@ class WorkspaceCache:
     ) -> tuple[set[str], list[str]]:
         """The files to keep (and all files, most relevant first) when the workspace does not fit.
 
-        Relevance is a PageRank over imports around the files worked on. A new ranking replaces the
-        previous selection only when it changes more than a tenth of the budget: every change of
-        selection re-prefills from the first file that changed, so small shifts are not worth it.
+        First the files worked on, most recent first, within half the room (the one worked on last
+        whenever it fits at all: its saved copy is what the short FIM tail relies on, as peers always show
+        the current file and the recently opened ones); then the rest by a PageRank over imports around
+        the files worked on. A new ranking replaces the previous selection only when it changes more than
+        a tenth of the budget, or lacks the file worked on last: every change of selection re-prefills
+        from the first file that changed, so small shifts are not worth it.
         """
         scores = repomap.rank(repomap.import_graph(infos), repomap.focus_weights(self._recent))
         ranked = sorted(sized, key=lambda vi: (-scores.get(vi[0].path, 0.0), -vi[0].key, vi[0].path))
+        size = {v.path: n for v, n in sized}
+        recent = [p for p in sorted(self._recent, key=lambda p: -self._recent[p]) if p in size]
         keep: set[str] = set()
         left = room
+        for i, p in enumerate(recent):
+            if size[p] <= left and (i == 0 or room - left + size[p] <= room // 2):
+                keep.add(p)
+                left -= size[p]
         for v, n in ranked:
-            if n <= left:
+            if v.path not in keep and n <= left:
                 keep.add(v.path)
                 left -= n
-        size = {v.path: n for v, n in sized}
         prev = {p for p in self._selection or () if p in size}
-        if prev and sum(size[p] for p in prev) <= room and sum(size[p] for p in keep ^ prev) < room // 10:
+        last = recent[0] if recent and recent[0] in keep else None
+        if (
+            prev
+            and sum(size[p] for p in prev) <= room
+            and sum(size[p] for p in keep ^ prev) < room // 10
+            and (last is None or last in prev)
+        ):
             keep = prev
         self._selection = keep
         return keep, [v.path for v, _ in ranked]
