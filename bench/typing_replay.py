@@ -118,10 +118,13 @@ class Editor:
         self.shown: dict[int, tuple[str, float]] = {}  # version -> (suggestion, when it arrived)
         self.waiting: set[asyncio.Task[None]] = set()
 
+        @self.client.feature("banked/modelCall")
+        def on_model_call(_c: LanguageClient, params: Any) -> None:
+            self.calls += 1  # every request the server sent the daemon, cancelled and speculative ones too
+
         @self.client.feature("banked/metrics")
         def on_metrics(_c: LanguageClient, params: Any) -> None:
-            d = params._asdict() if hasattr(params, "_asdict") else dict(params)
-            self.calls = max(self.calls, int(d.get("model_calls") or 0))
+            pass
 
         @self.client.feature("banked/status")
         def on_status(_c: LanguageClient, params: Any) -> None:
@@ -131,10 +134,11 @@ class Editor:
         await start_lsp(self.client, self.env, self.root, {**self.settings, "metrics": True})
 
     def open(self, uri: str, text: str) -> None:
-        self.version = 1
+        self.version += 1  # versions keep rising across bodies, so no answer counts for another body's key
+        self.shown.clear()
         self.client.text_document_did_open(
             types.DidOpenTextDocumentParams(
-                text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)
+                text_document=types.TextDocumentItem(uri=uri, language_id="python", version=self.version, text=text)
             )
         )
 

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 METRICS = "banked/metrics"
+MODEL_CALL = "banked/modelCall"  # one per request sent to the daemon, when metrics are on (bench/typing.py)
 
 
 @dataclass(frozen=True)
@@ -290,6 +291,8 @@ class Completion:
                 comp.cancel()  # the model has written something the user did not type: drop it now
 
         self.model_calls += 1
+        if self.ls.settings.metrics:
+            self.ls.protocol.notify(MODEL_CALL, {"uri": uri, "speculative": comp.speculative})
         log.debug(
             "calling the daemon (%s, %d chars before)",
             "speculative" if comp.speculative else "request",
