@@ -12,7 +12,8 @@ user was about to type (then the whole suggestion goes in with one key).
 Per mode, in one run on the same bodies: the share of keystrokes that show a suggestion within 150 ms, the
 share of the bodies' characters saved by accepting, the p50 time to a shown suggestion, and model calls per
 keystroke (requests the language server sent the daemon, speculative ones included). Modes: `full` (typing
-through, the cache and speculation), `reuse` (no speculation), `off` (none of them: the behaviour before).
+through, the cache and speculation), `reuse` (no speculation), `off` (none of them: the behaviour before);
+`MODE:psm` or `MODE:spm` sets the daemon's FIM order for that mode (default: the config's).
 """
 
 from __future__ import annotations
@@ -224,7 +225,7 @@ async def type_body(ed: Editor, root: Path, b: Body, interval: float, res: Resul
     ed.close(uri)
 
 
-async def run_mode(name: str, env: dict[str, str], root: Path, bodies: list[Body], interval: float) -> Result:
+async def run_mode(name: str, root: Path, bodies: list[Body], interval: float, env: dict[str, str]) -> Result:
     ed = Editor(env, root, {**MODES[name], "debounceMs": 75})
     await ed.start()
     res = Result()
@@ -271,10 +272,12 @@ async def main_async(args: argparse.Namespace) -> None:
     print(f"warmed {warm['tokens']:,} tokens in {time.perf_counter() - t0:.0f}s; typing {len(bodies)} bodies")
     data["modes"] = {}
     for name in args.modes.split(","):
-        daemon = Daemon(env).start()  # a fresh daemon per mode: no completions cached by another mode
+        mode, _, order = name.partition(":")  # e.g. full:spm, the FIM order the daemon lays its tail out in
+        mode_env = {**env, "BANKED_FIM_ORDER": order} if order else env
+        daemon = Daemon(mode_env).start()  # a fresh daemon per mode: no completions cached by another mode
         try:
             daemon.call("warm", {"root": str(root)})
-            data["modes"][name] = summarize(await run_mode(name, env, root, bodies, args.interval_ms / 1000))
+            data["modes"][name] = summarize(await run_mode(mode, root, bodies, args.interval_ms / 1000, mode_env))
         finally:
             daemon.stop()
         print(f"  {name}: {data['modes'][name]}", flush=True)
