@@ -172,6 +172,24 @@ def uses_outside_imports(text: str) -> Counter[str]:
     return Counter(IDENT.findall("\n".join(lines)))
 
 
+def import_lines(text: str) -> set[int]:
+    """The line numbers (0-based) that belong to import statements, a parenthesised one's every line."""
+    out: set[int] = set()
+    first, depth = -1, 0
+    for i, ln in enumerate(text.split("\n")):
+        if first < 0 and not ln.lstrip().startswith(("import ", "from ")):
+            continue
+        first = i if first < 0 else first
+        depth += ln.count("(") - ln.count(")")
+        if depth <= 0:
+            out.update(range(first, i + 1))
+            first, depth = -1, 0
+    return out
+
+
+STRING = re.compile(r"(\"\"\"|'\'\'|\"|')(?:\\.|(?!\1).)*?\1", re.S)
+
+
 def _statements(text: str) -> list[str]:
     """Lines with multi-line imports folded into one (a parenthesised `from x import (a, b)` is one import)."""
     out, buf, depth = [], "", 0
@@ -186,8 +204,9 @@ def _statements(text: str) -> list[str]:
 
 def cross_file_names(t: Target, text: str, own: set[str], used: Counter[str], others: set[str]) -> tuple[str, ...]:
     """CrossCodeEval's rule: names the span uses that another file defines, this file does not, and this file
-    uses nowhere outside its import lines (the span itself not counted)."""
-    span = Counter(IDENT.findall(text[t.start : t.end]))
+    uses nowhere outside its import lines (the span itself not counted). A name inside a string (`__all__`)
+    is not a use."""
+    span = Counter(IDENT.findall(STRING.sub("", text[t.start : t.end])))
     return tuple(sorted(n for n in span if n in others and n not in own and used[n] <= span[n]))
 
 
@@ -206,7 +225,8 @@ def choose_targets(
         if cross:
             others = set().union(*(v for k, v in names.items() if k != rel))
             used = uses_outside_imports(text)
-            pool = line_targets(rel, text)
+            imports = import_lines(text)  # an import is not a use (CrossCodeEval targets the first use)
+            pool = [t for t in line_targets(rel, text) if text.count("\n", 0, t.start) not in imports]
             for t in pool:
                 t.names = cross_file_names(t, text, names[rel], used, others)
             pool = [t for t in pool if t.names]
