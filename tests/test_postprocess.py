@@ -189,3 +189,19 @@ def test_the_code_at_the_cursor_is_the_definition_its_line_starts_or_the_top_lev
     assert syntax.definition_at(p, 9) == (10, 11)  # a method's `def` line: the method
     assert syntax.definition_at(p, 10) == (9, 11)  # inside the method: the class
     assert syntax.definition_at(p, 0) is None
+
+
+def test_decoding_stops_where_the_answer_would_be_cut() -> None:
+    """`ended` is checked after each token: once a whole line leaves the block, or a whole line is the code
+    below the cursor, nothing the model writes after it could be kept, so decoding stops there."""
+    line = 9  # "    if r > 10:"
+    d = decide(parsed(PY), Cursor.at(PY, line, len(PY.split("\n")[line])), 10)
+    cursor = Cursor.at(PY, line, len(PY.split("\n")[line]))
+    assert not postprocess.ended("\n        r = 10\n        shape.cl", cursor, d)  # still inside the block
+    assert postprocess.ended("\n        r = 10\nprint('done')\n", cursor, d)  # a line out of the block
+    below = "        "
+    after = '\n        """A task that forwards the server stderr."""\n'
+    c = cur(below, after)
+    assert not postprocess.ended("self._task = None\n        ", c, Decision(10, "block", 8))
+    ran_on = 'self._task = None\n        """A task that forwards the server stderr."""\n'
+    assert postprocess.ended(ran_on, c, Decision(10, "block", 8))
