@@ -60,7 +60,13 @@ def main() -> None:
     engine = LlamaCppEngine(model, args.n_ctx, 0, 256)  # one engine: the variants share the workspace prefix
     for v in args.variants.split(","):
         order, suffix, prefix_lines = variant(v)
-        cfg = config.Config(fim_order=order, suffix_tokens=suffix, prefix_lines=prefix_lines, focus_tokens=0)
+        cfg = config.Config(
+            fim_order=order,
+            suffix_tokens=suffix,
+            eol_suffix_tokens=suffix,  # the variant's window wherever the cursor is
+            prefix_lines=prefix_lines,
+            focus_tokens=0,
+        )
         wc = WorkspaceCache(ws, engine, template_for(engine), cfg)
         t0 = time.perf_counter()
         n = wc.sync()

@@ -455,6 +455,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cfg = config.Config(
         prefix_lines=args.prefix_lines,
         suffix_tokens=args.suffix_tokens,
+        eol_suffix_tokens=args.eol_suffix_tokens,
         max_lines=10,
         focus_tokens=args.focus_tokens,
         fim_order=args.fim_order,
@@ -501,6 +502,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "settings": {
             "prefix_lines": args.prefix_lines,
             "suffix_tokens": args.suffix_tokens,
+            "eol_suffix_tokens": args.eol_suffix_tokens,
             "focus_tokens": args.focus_tokens,
         },
         "model": str(model),
@@ -595,6 +597,12 @@ def main() -> None:
         "--prefix-lines", type=int, default=config.Config.prefix_lines, help="lines before the cursor in the tail"
     )
     p.add_argument("--suffix-tokens", type=int, default=config.Config.suffix_tokens)
+    p.add_argument(
+        "--eol-suffix-tokens",
+        type=int,
+        default=config.Config.eol_suffix_tokens,
+        help="the suffix window when the rest of the cursor's line is empty",
+    )
     p.add_argument("--focus-tokens", type=int, default=config.Config.focus_tokens)
     p.add_argument("--fim-order", default=config.Config.fim_order, choices=["psm", "spm"])
     p.add_argument(

@@ -39,6 +39,9 @@ class Config:
     max_tokens: int = 64
     max_lines: int = 10
     suffix_tokens: int = 64
+    # The suffix window when nothing follows the cursor on its line (typing new code): in PSM order every
+    # keystroke re-prefills the whole window, so a short one makes typing 3x cheaper (bench/keystroke.py).
+    eol_suffix_tokens: int = 16
     prefix_lines: int = 40  # the saved file is in the prefix already; a short tail re-prefills fast
     focus_tokens: int = 600  # the definitions the cursor needs, right before the FIM tail (0: none)
     fim_order: str = "psm"  # "psm" (Qwen's documented order) or "spm" (suffix first: typing re-prefills less)

@@ -175,5 +175,13 @@ def test_typing_re_prefills_typed_tokens_plus_suffix_window(
         cur = "\n".join(lines)
         g = Generation(wc.fim_tail(rel, Cursor.at(cur, line, len(base) + k)), set(), 1, TextStream(engine))
         run_generation(wc, g)
+        if k > 1:  # typing new code at the end of a line: the short suffix window
+            assert g.prefilled_tokens <= 1 + cfg.eol_suffix_tokens + 8, f"keystroke {k}"
+    lines[line] = base + typed  # typing in the middle of a line: the rest of it matters, the whole window
+    for k in range(1, 4):
+        lines[line] = lines[line][:k] + "x" + lines[line][k:]
+        cur = "\n".join(lines)
+        g = Generation(wc.fim_tail(rel, Cursor.at(cur, line, k + 1)), set(), 1, TextStream(engine))
+        run_generation(wc, g)
         if k > 1:
-            assert g.prefilled_tokens <= 1 + cfg.suffix_tokens + 8, f"keystroke {k}"
+            assert cfg.eol_suffix_tokens + 8 < g.prefilled_tokens <= 1 + cfg.suffix_tokens + 8, f"mid-line {k}"

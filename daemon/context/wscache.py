@@ -314,15 +314,16 @@ class WorkspaceCache:
         `before_it` tokens of other tail (the focus segment).
 
         The prefix window starts on a line aligned to 50, so it does not move while the user types;
-        the suffix is cut to `suffix_tokens` at a line boundary where possible.
+        the suffix is cut to `suffix_tokens` (`eol_suffix_tokens` when nothing follows the cursor on its
+        line) at a line boundary where possible.
         """
         # Characters are bounded before tokenizing: a one-line 4 MB file must not become 4 MB of tokens.
         before = cursor.window(self.cfg.prefix_lines)[-TAIL_CHARS:]
-        limit = max(self.cfg.suffix_tokens, 0)
+        limit = max(self.suffix_limit(cursor), 0)
         after = "\n".join([cursor.rest, *cursor.below(limit)])[: 16 * limit]
         if not self.cfg.include_secrets:
             before, after = secrets.redact(before), secrets.redact(after)
-        a = self._suffix_window(after)
+        a = self._suffix_window(after, limit)
         room = self.reserve - (self.cfg.max_tokens if max_tokens is None else max_tokens) - len(a) - before_it - 32
         b = self._prefix_window(before, max(room, 0))
         return self.tpl.fim(path, b, a, self.cfg.fim_order)
@@ -338,8 +339,14 @@ class WorkspaceCache:
             b = self.tpl.tokens("\n".join(lines))
         return b[len(b) - room :] if len(b) > room else b  # one huge line: only then by tokens
 
-    def _suffix_window(self, after: str) -> list[int]:
-        limit = self.cfg.suffix_tokens
+    def suffix_limit(self, cursor: Cursor) -> int:
+        """Typing new code (nothing after the cursor on its line), the window is short: in PSM order each
+        keystroke re-prefills all of it, and what matters most there, the next lines, fits in a few tokens."""
+        if cursor.rest.strip():
+            return self.cfg.suffix_tokens
+        return min(self.cfg.suffix_tokens, self.cfg.eol_suffix_tokens)
+
+    def _suffix_window(self, after: str, limit: int) -> list[int]:
         if limit <= 0 or not after:
             return []
         lines = after.split("\n")[: limit + 1]
