@@ -84,3 +84,13 @@ class DaemonProc:
                 self.proc.wait()
         self.out.close()
         return self.proc.returncode
+
+
+def wait_for(pred, timeout: float = 20.0) -> bool:  # type: ignore[no-untyped-def]
+    """Poll `pred` until it holds (True) or `timeout` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False

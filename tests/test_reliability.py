@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from banked.daemon import faults, paths
 from banked.daemon.ipc import rpc
-from helpers import DaemonProc, make_files
+from helpers import DaemonProc, make_files, wait_for
 
 CRASH_POINTS = ["snapshot.kv_tmp_written", "snapshot.kv_renamed", "snapshot.meta_tmp_written", "snapshot.meta_renamed"]
 
@@ -260,15 +260,6 @@ def test_requests_of_a_client_that_disconnected_do_not_run(daemon: DaemonProc, t
 def overlays(d: DaemonProc) -> int:
     with d.client() as c:
         return sum(w["overlays"] for w in c.call("status")["workspaces"])
-
-
-def wait_for(pred, timeout: float = 20.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_unsaved_buffers_belong_to_their_editor(daemon: DaemonProc, tmp_path: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 from banked.daemon.config import Config
@@ -11,7 +10,7 @@ from banked.daemon.context.templates import template_for
 from banked.daemon.context.workspace import Rules, Workspace
 from banked.daemon.context.wscache import WorkspaceCache
 from banked.daemon.engines.llamacpp import LlamaCppEngine
-from helpers import DaemonProc, make_files
+from helpers import DaemonProc, make_files, wait_for
 
 
 def scan(root: Path, **rules: object) -> Workspace:
@@ -115,15 +114,6 @@ def test_file_deleted_during_prefill(tmp_path: Path, cfg: Config, engine: LlamaC
     wc.sync()
     assert wc.synced
     assert victim not in [s.path for s in wc.plan().segments]
-
-
-def wait_for(pred, timeout: float = 20.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def workspace_status(d: DaemonProc, root: Path) -> dict:  # type: ignore[type-arg]
