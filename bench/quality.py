@@ -15,7 +15,9 @@ the same FIM tail. Modes:
 - workspace: banked as it serves: every file of the package (ordered as banked orders them), the focus
   segment, then the tail;
 - workspace-noactive / workspace-nofocus: banked without the saved copy of the current file / without the
-  focus segment (to decide what pays).
+  focus segment (to decide what pays);
+- workspace-deps: banked with `prefix_order = "deps"` (the current file at the prefix's hot end, its imports
+  right before it): each switch to another target file re-prefills the reordered end (`resync_tokens_mean`).
 
 Targets: `--cross-file` takes single lines that use a name another file of the package defines, the current
 file does not define, and the current file uses nowhere outside its import lines (CrossCodeEval's rule);
@@ -28,6 +30,7 @@ each prefix is prefilled once. A table and JSON (`targets`, `summary.<mode>.exac
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import random
@@ -330,6 +333,8 @@ class Mode:
             max_tokens,
             TextStream(self.wc.engine, max_lines=decision.max_lines),
         )
+        if self.with_files:
+            self.wc.touch(t.path)  # as the daemon does for every completion
         synced = self.wc.sync()
         run_generation(self.wc, g)
         raw = g.stream.text
@@ -416,14 +421,14 @@ def make_modes(
     targets the most recently saved ones, the first worked on the newest: their prefix never changes during
     a run. The file modes hold the current file alone and switch with it (a prefill at depth 0)."""
 
-    def wc_over(paths: Iterable[str]) -> WorkspaceCache:
+    def wc_over(paths: Iterable[str], c: config.Config = cfg) -> WorkspaceCache:
         ws = Workspace(root)
         clock = 1_600_000_000_000_000_000
         order = sorted(p for p in paths if p not in hot) + [p for p in reversed(hot) if p in paths]
         for i, p in enumerate(order):
             ws.files[p] = FileState(p, view[p], clock + i, digest(view[p]))
         e = engine()
-        wc = WorkspaceCache(ws, e, template_for(e), cfg)
+        wc = WorkspaceCache(ws, e, template_for(e), c)
         for p in hot:  # worked on, as the daemon marks a file completed in: steers the selection over budget
             if p in paths:
                 wc.touch(p)
@@ -437,6 +442,9 @@ def make_modes(
         "workspace": lambda: Mode("workspace", wc_over(view), with_files=True, with_focus=focus),
         "workspace-noactive": lambda: Mode("workspace-noactive", wc_over(others), True, focus),
         "workspace-nofocus": lambda: Mode("workspace-nofocus", wc_over(view), with_files=True),
+        "workspace-deps": lambda: Mode(
+            "workspace-deps", wc_over(view, dataclasses.replace(cfg, prefix_order="deps")), True, focus
+        ),
     }
     return [table[n]() for n in names]
 
@@ -528,6 +536,9 @@ def summarize(data: dict[str, Any]) -> tuple[list[list[Any]], dict[str, Any]]:
             "suffix_repeats": sum(r["repeats_suffix"] for r in rs),
             "ttft_ms_p50": statistics.median(r["ttft_ms"] for r in rs),
             "seconds_mean": statistics.mean(r["seconds"] for r in rs),
+            # what the cache re-prefilled before a target, when it had to (a file switch reordering the prefix)
+            "resyncs": sum(1 for r in rs if r["synced_tokens"]),
+            "resync_tokens_mean": statistics.mean([r["synced_tokens"] for r in rs if r["synced_tokens"]] or [0]),
         }
         summary[name] = s
         hit = f"{s['identifier_hit']:.1f}" if s["identifier_hit"] is not None else "-"
@@ -541,6 +552,7 @@ def summarize(data: dict[str, Any]) -> tuple[list[list[Any]], dict[str, Any]]:
                 f"{s['suffix_repeats_raw']} → {s['suffix_repeats']}",
                 s["ttft_ms_p50"],
                 s["seconds_mean"],
+                f"{s['resyncs']} ({s['resync_tokens_mean']:.0f})",
             ]
         )
     return rows, summary
@@ -577,6 +589,7 @@ def print_table(data: dict[str, Any], rows: list[list[Any]], summary: dict[str, 
             "suffix repeats raw → after",
             "TTFT p50 ms",
             "s/req",
+            "re-prefills (mean tokens)",
         ],
         rows,
         data,

@@ -13,7 +13,8 @@ Per mode, in one run on the same bodies: the share of keystrokes that show a sug
 share of the bodies' characters saved by accepting, the p50 time to a shown suggestion, and model calls per
 keystroke (requests the language server sent the daemon, speculative ones included). Modes: `full` (typing
 through, the cache and speculation), `reuse` (no speculation), `off` (none of them: the behaviour before);
-`MODE:psm` or `MODE:spm` sets the daemon's FIM order for that mode (default: the config's).
+`MODE:psm` or `MODE:spm` sets the daemon's FIM order for that mode (default: the config's), and
+`MODE@KEY=VALUE` (repeatable) any other daemon setting, e.g. `full@compact_idle_s=1.5`.
 """
 
 from __future__ import annotations
@@ -272,8 +273,14 @@ async def main_async(args: argparse.Namespace) -> None:
     print(f"warmed {warm['tokens']:,} tokens in {time.perf_counter() - t0:.0f}s; typing {len(bodies)} bodies")
     data["modes"] = {}
     for name in args.modes.split(","):
-        mode, _, order = name.partition(":")  # e.g. full:spm, the FIM order the daemon lays its tail out in
-        mode_env = {**env, "BANKED_FIM_ORDER": order} if order else env
+        mode_env = dict(env)
+        name_, *sets = name.split("@")  # full@compact_idle_s=30: a daemon setting for this mode only
+        for kv in sets:
+            key, _, value = kv.partition("=")
+            mode_env[f"BANKED_{key.upper()}"] = value
+        mode, _, order = name_.partition(":")  # e.g. full:spm, the FIM order the daemon lays its tail out in
+        if order:
+            mode_env["BANKED_FIM_ORDER"] = order
         daemon = Daemon(mode_env).start()  # a fresh daemon per mode: no completions cached by another mode
         try:
             daemon.call("warm", {"root": str(root)})

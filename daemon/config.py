@@ -44,6 +44,9 @@ class Config:
     eol_suffix_tokens: int = 16
     prefix_lines: int = 40  # the saved file is in the prefix already; a short tail re-prefills fast
     focus_tokens: int = 600  # the definitions the cursor needs, right before the FIM tail (0: none)
+    # "recent": coldest first, the files edited lately at the hot end (a file switch re-prefills nothing);
+    # "deps": the file completed in last at the hot end and its imports before it (a switch reorders the end).
+    prefix_order: str = "recent"
     fim_order: str = "psm"  # "psm" (Qwen's documented order) or "spm" (suffix first: typing re-prefills less)
     # Chat (explain/refactor).
     chat_max_tokens: int = 512
@@ -109,4 +112,4 @@ def load(path: Path | None = None) -> Config:
     return cfg
 
 
-CHOICES = {"fim_order": ("psm", "spm"), "engine": ("auto", "llamacpp", "exl2")}
+CHOICES = {"fim_order": ("psm", "spm"), "prefix_order": ("recent", "deps"), "engine": ("auto", "llamacpp", "exl2")}

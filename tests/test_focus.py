@@ -128,3 +128,28 @@ def test_prefix_focus_and_tail_always_fit_the_context(tmp_path: Path, cfg: Confi
     focus_ids = wc.focus("pkg/layout.py", cursor, syntax.parse_text("python", buffer))
     tail = wc.fim_tail("pkg/layout.py", cursor, cfg.max_tokens, before_it=len(focus_ids))
     assert len(wc.plan().ids) + len(focus_ids) + len(tail) + cfg.max_tokens <= engine.info.n_ctx
+
+
+def test_new_lines_change_the_segment_only_once_saved(tmp_path: Path, cfg: Config, engine: LlamaCppEngine) -> None:
+    """A name typed on an earlier line of the new code would re-prefill the whole tail at every line (20 s deep
+    in a workspace on 2 cores): the segment follows the file as the prefix holds it, so it waits for a save."""
+    sizes = "def clamp_size(n, low=1, high=99):\n    return max(low, min(high, n))\n"
+    root = make_files(tmp_path, {"pkg/shapes.py": SHAPES, "pkg/layout.py": LAYOUT, "pkg/sizes.py": sizes})
+    ws = Workspace(root)
+    ws.scan()
+    wc = WorkspaceCache(ws, engine, template_for(engine), cfg)
+    new_code = ["size = clamp_size(item.size)", "item.grow(size)", "placed.append(item)"]
+    first = None
+    for n in range(len(new_code) + 1):  # line after line, the cursor on the empty line below what was typed
+        typed = "".join(f"        {ln}\n" for ln in new_code[:n])
+        text = LAYOUT.replace("        placed.append(item)\n", typed + "        \n")
+        ids = wc.focus("pkg/layout.py", Cursor.at(text, 9 + n, 8), syntax.parse_text("python", text))
+        first = ids if first is None else first
+        assert ids == first, f"the segment changed after typing {new_code[:n]}"
+    assert "clamp_size" not in engine.detokenize(first).decode()
+
+    (root / "pkg/layout.py").write_text(text)  # saved: now the prefix holds the new lines, and so does the segment
+    ws.refresh({"pkg/layout.py"})
+    wc.invalidate()
+    saved = wc.focus("pkg/layout.py", Cursor.at(text, 9 + len(new_code), 8), syntax.parse_text("python", text))
+    assert "def clamp_size(n, low=1, high=99):" in engine.detokenize(saved).decode()

@@ -143,3 +143,36 @@ def test_over_budget_files_worked_on_lately_stay_ahead_of_what_they_import(
         wc.touch(p)
     kept = {s.path for s in wc.plan().segments}
     assert {"mod5.py", "mod6.py", "mod7.py"} <= kept
+
+
+def test_dependency_order_puts_the_current_file_last_and_its_imports_just_before_it(
+    tmp_path: Path, cfg: Config, small: LlamaCppEngine
+) -> None:
+    """`prefix_order = "deps"`: the file completed in last at the hot end, what it imports next to it; a
+    switch to another file reorders the end, and the default order does not move at all."""
+    files = {
+        "app.py": "from geo import area\n\n\ndef main(r):\n    return area(r)\n",
+        "geo.py": "import math\n\n\ndef area(r):\n    return math.pi * r * r\n",
+        "units.py": "def to_cm(x):\n    return x * 2.54\n",
+        "report.py": "from units import to_cm\n\n\ndef show(x):\n    print(to_cm(x))\n",
+    }
+    root = make_files(tmp_path / "ws", files)
+    for i, name in enumerate(("app.py", "geo.py", "report.py", "units.py")):  # oldest first
+        os.utime(root / name, ns=(1_000_000_000 * (i + 1),) * 2)
+
+    def order(wc: WorkspaceCache) -> list[str]:
+        return [s.path for s in wc.plan().segments if s.path]
+
+    ws = Workspace(root)
+    ws.scan()
+    deps = WorkspaceCache(ws, small, template_for(small), Config(**{**vars(cfg), "prefix_order": "deps"}))
+    plain = WorkspaceCache(ws, small, template_for(small), cfg)
+    assert order(plain) == ["app.py", "geo.py", "report.py", "units.py"]
+    for wc in (deps, plain):
+        wc.touch("app.py")
+    assert order(deps) == ["report.py", "units.py", "geo.py", "app.py"]
+    assert order(plain) == ["app.py", "geo.py", "report.py", "units.py"]
+    for wc in (deps, plain):
+        wc.touch("report.py")
+    assert order(deps) == ["app.py", "geo.py", "units.py", "report.py"]
+    assert order(plain) == ["app.py", "geo.py", "report.py", "units.py"]

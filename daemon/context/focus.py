@@ -11,14 +11,15 @@ Everything is banked's own parse and import graph (syntax.py, repomap.py): no
 editor help.
 
 The segment depends on the lines around the cursor only in blocks of
-`WINDOW_ALIGN` lines, and never on the line being typed, so typing costs nothing
-extra: it changes when the names change.
+`WINDOW_ALIGN` lines, and on the file as the workspace prefix holds it (saved,
+or folded in at idle), never on the text being typed: typing costs nothing
+extra, it changes when the names in the saved file or the block change.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from banked.daemon.context import repomap, syntax
@@ -63,19 +64,22 @@ def imported_names(p: syntax.Parsed) -> list[tuple[str, str]]:
     return out
 
 
-def names_near(cursor: Cursor) -> dict[str, int]:
-    """Identifiers on the lines around the cursor (never the cursor's own line), with their distance in lines.
+def names_near(lines: Sequence[str], line: int, skip: int | None = None) -> dict[str, int]:
+    """Identifiers on the lines around `line` (never line `skip`), with their distance in lines from the middle
+    of `line`'s block.
 
-    The window is aligned to WINDOW_ALIGN lines so it stays put while the user moves a little."""
-    start = max(0, ((cursor.line - WINDOW_BEFORE) // WINDOW_ALIGN) * WINDOW_ALIGN)
-    end = min(len(cursor.lines), start + WINDOW_BEFORE + WINDOW_AFTER + WINDOW_ALIGN)
+    Window and distances are aligned to WINDOW_ALIGN lines, so they stay put while the user moves a little."""
+    block = (line // WINDOW_ALIGN) * WINDOW_ALIGN
+    start = max(0, block - WINDOW_BEFORE)
+    end = min(len(lines), block + WINDOW_AFTER + WINDOW_ALIGN)
+    middle = block + WINDOW_ALIGN // 2
     near: dict[str, int] = {}
     for i in range(start, end):
-        if i == cursor.line:
+        if i == skip:
             continue
-        for name in _IDENT.findall(cursor.lines[i]):
+        for name in _IDENT.findall(lines[i]):
             if name not in _COMMON and len(name) > 2:
-                near[name] = min(near.get(name, 1 << 30), abs(i - cursor.line))
+                near[name] = min(near.get(name, 1 << 30), abs(i - middle))
     return near
 
 
@@ -84,12 +88,22 @@ def wanted(
     parsed: syntax.Parsed | None,
     cursor: Cursor,
     infos: Mapping[str, repomap.FileInfo],
+    saved: str | None = None,
 ) -> list[Wanted]:
-    """The definitions in other workspace files the code at the cursor may need, most relevant first."""
+    """The definitions in other workspace files the code at the cursor may need, most relevant first.
+
+    With `saved` (the file's copy in the workspace prefix), the names near the cursor are read there, not in
+    the buffer: what the user is typing now changes the segment only once it is saved or folded into the
+    prefix (the prefix re-prefills then anyway), never at each new line. Re-prefilling a changed segment
+    costs the whole tail after it: 20 s at 16k tokens deep on 2 CPU cores (bench/typing.py)."""
     own = {s.name for s in infos[rel].symbols} if rel in infos else set()
     by_name = _definitions(infos, rel)
     imported, deps = _imports(rel, parsed, set(infos))
-    near = names_near(cursor)
+    near = (
+        names_near(saved.split("\n"), cursor.line)
+        if saved is not None
+        else names_near(cursor.lines, cursor.line, cursor.line)
+    )
     scores: dict[tuple[str, int], Wanted] = {}
 
     def add(path: str, sym: syntax.Symbol, score: float) -> None:

@@ -152,6 +152,8 @@ class WorkspaceCache:
             dropped.sort()
         else:
             self._selection = None
+        if self.cfg.prefix_order == "deps" and self._recent:
+            sized = self._deps_last(sized, views)
         out = list(header)
         segments = [Segment("", "", 0, len(header))]
         for v, _ in sized:
@@ -222,10 +224,29 @@ class WorkspaceCache:
         self._selection = keep
         return keep, [v.path for v, _ in ranked]
 
+    def _deps_last(self, sized: list[tuple[_View, int]], views: list[_View]) -> list[tuple[_View, int]]:
+        """`prefix_order = "deps"`: the file worked on last at the hot end, the files it imports right
+        before it (Hierarchical Context Pruning's dependency order). Every switch to another file reorders
+        the end of the prefix: bench/quality.py's `workspace-deps` mode measures what that costs and gains."""
+        last = max(self._recent, key=lambda p: self._recent[p])
+        kept = {v.path for v, _ in sized}
+        if last not in kept:
+            return sized
+        infos = {v.path: self.repomap.info(v.path, v.text, v.digest) for v in views}
+        deps = repomap.import_graph(infos).get(last, set()) & kept
+        self.repomap.forget_except((v.path, v.digest) for v in views)
+        rank = {**dict.fromkeys(deps, 1), last: 2}
+        return sorted(sized, key=lambda vn: rank.get(vn[0].path, 0))  # stable: each group keeps its order
+
     def touch(self, path: str) -> None:
-        """A file the user works on (completed in): it steers the selection when over budget."""
+        """A file the user works on (completed in): it steers the selection when over budget (and, with
+        `prefix_order = "deps"`, the order of the prefix's end)."""
         with self.lock:
-            if path not in self._recent:
+            latest = max(self._recent, key=lambda p: self._recent[p]) if self._recent else None
+            if self.cfg.prefix_order == "deps" and path != latest:
+                self._recent[path] = time.time_ns()
+                self._plan = None
+            elif path not in self._recent:
                 self._recent[path] = time.time_ns()
                 if self._selection is not None:
                     self._plan = None
@@ -291,7 +312,8 @@ class WorkspaceCache:
             infos = {p: self.repomap.info(p, v.text, v.digest) for p, v in views.items()}
         chosen: list[focus.Wanted] = []
         chars = 0
-        for w in focus.wanted(path, parsed, cursor, infos):
+        saved = views[path].text if path in views else None
+        for w in focus.wanted(path, parsed, cursor, infos, saved):
             size = (w.symbol.end_line - w.symbol.start_line + 1) * 40
             if chars + size > 5 * budget and chosen:
                 continue

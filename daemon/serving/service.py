@@ -154,6 +154,17 @@ class Daemon:
         raw = g.stream.text
         text = raw if params.raw else postprocess.clean(raw, cursor, decision)
         self.cache.put(scope, cursor.head, cursor.after, text)
+        log.debug(
+            "%s %s:%d: %d cached, %d prefilled, %d generated, first token %.0f ms, all %.0f ms",
+            "speculated" if params.speculative else "completed",
+            t.rel,
+            params.line + 1,
+            g.reused_tokens,
+            g.prefilled_tokens,
+            len(g.generated),
+            1000 * (g.ttft_s or 0),
+            1000 * (time.perf_counter() - t0),
+        )
         return p.CompleteResult(
             text=text,
             raw_text=raw,

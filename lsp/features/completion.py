@@ -8,7 +8,10 @@ each technique off):
 - **a cache** of recent completions (ipc/reuse.py), so a backspace, a retype or
   an undo finds its suggestion again;
 - **shared computations**: a model call already running for the text the user is
-  typing on from is awaited, not cancelled and started again;
+  typing on from is followed, not cancelled and started again;
+- **lines as they come**: a request following a running call is answered as soon
+  as the model has written a whole line past what the user typed; the call goes on
+  (so Tab, then Enter, finds the next line) while the user's typing still fits it;
 - **speculation**: when a suggestion is shown, the one after it (as if accepted)
   is computed at background priority while the user reads, so Tab shows the
   continuation at once.
@@ -23,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from banked.daemon.ipc import protocol, rpc
@@ -58,7 +61,9 @@ class Computation:
     speculative: bool = False
     partial: str = ""
     waiters: int = 0
+    shown: bool = False  # a line of it was shown before it finished: it goes on without waiters
     task: asyncio.Task[str | None] | None = None
+    progress: asyncio.Event = field(default_factory=asyncio.Event)  # replaced and set at each new piece
     daemon_ms: float | None = None  # the daemon's own time for it, once answered
     link_ms: float | None = None  # the round trip through the socket
 
@@ -71,6 +76,21 @@ class Computation:
         if head.startswith(self.before):
             return head[len(self.before) :]
         return "" if self.speculative and self.before.startswith(head) else None
+
+    def ready_line(self, doc_text: str) -> str | None:
+        """The next whole line the model has written past what the user typed, if the user typed from this
+        call's own `before` (a line can be shown before the call finishes: the user reads while it goes on)."""
+        if not doc_text.endswith(self.after):
+            return None
+        head = doc_text[: len(doc_text) - len(self.after)]
+        if not head.startswith(self.before) or not self.partial.startswith(typed := head[len(self.before) :]):
+            return None
+        return next_line(self.partial[len(typed) :])
+
+    def advanced(self) -> None:
+        """Wake everyone following this call: it wrote more, or finished."""
+        old, self.progress = self.progress, asyncio.Event()
+        old.set()
 
     def fits(self, doc_text: str) -> bool:
         """Could this call's answer still be shown in a buffer with this text? No, once what the model has
@@ -186,9 +206,10 @@ class Completion:
         if settings.reuse:
             found = self._reuse(uri, before, after, position)
             if found is None and (comp := self._sharable(uri, doc.source)) is not None:
-                log.debug("v%d waits for a running call (%d chars before)", version, len(comp.before))
-                await self._wait(comp)  # the call already running for this text will do, if it still fits
-                found = self._reuse(uri, before, after, position) if doc.version == version else None
+                log.debug("v%d follows a running call (%d chars before)", version, len(comp.before))
+                found, final = await self._follow(uri, comp, version, before, after, position)
+                if found is None and final:
+                    return None
             if found is not None:
                 self._metrics(uri, t0, None, invoked)
                 return found
@@ -197,15 +218,43 @@ class Completion:
         if doc.version != version:
             return None
         comp = self._start(uri, doc, before, after, position)
+        if settings.reuse:
+            found, _ = await self._follow(uri, comp, version, before, after, position)
+            self._metrics(uri, t0, comp if comp.daemon_ms is not None else None, invoked)
+            return found
         result = await self._wait(comp)
         log.debug("v%d: model answered %r (doc now v%d)", version, (result or "")[:20], doc.version)
         if doc.version != version:
-            return None  # typed on while the daemon worked: the editor asks again (and finds the cache)
+            return None  # typed on while the daemon worked: the editor asks again
         self._metrics(uri, t0, comp, invoked)
         if not result or not result.strip():
             return None
-        self._speculate(uri, doc, before, after, result)
         return Suggestion(result, types.Range(start=position, end=position))
+
+    async def _follow(
+        self, uri: str, comp: Computation, version: int | None, before: str, after: str, position: types.Position
+    ) -> tuple[Suggestion | None, bool]:
+        """Follow a running call for the buffer at `version`: its answer (from the cache it goes into) once
+        it finishes, or a whole line of it as soon as there is one past what the user typed. The flag says
+        whether the outcome is final (False: the call was dropped or its answer does not fit; ask again)."""
+        doc = self.ls.workspace.get_text_document(uri)
+        assert comp.task is not None
+        comp.waiters += 1
+        try:
+            while doc.version == version:
+                woken = comp.progress.wait()
+                if comp.task.done():
+                    found = self._reuse(uri, before, after, position)
+                    dropped = comp.task.cancelled() or (comp.task.exception() is not None)
+                    return found, found is not None or (not dropped and comp.before == before)
+                line = comp.ready_line(doc.source)
+                if line:
+                    comp.shown = True  # the user may type into the rest: keep the call going
+                    return Suggestion(line, types.Range(start=position, end=position)), True
+                await woken
+            return None, True  # typed on: the editor asks again
+        finally:
+            self._release(comp)
 
     def _reuse(self, uri: str, before: str, after: str, position: types.Position) -> Suggestion | None:
         hit = self.cache.get(uri, before, after)
@@ -235,9 +284,14 @@ class Completion:
                 raise  # this request was cancelled
             return None  # the call was dropped (the user typed something else)
         finally:
-            comp.waiters -= 1
-            if comp.waiters == 0 and not comp.speculative and not comp.task.done():
-                asyncio.get_running_loop().call_later(0.15, self._abandoned, comp)
+            self._release(comp)
+
+    def _release(self, comp: Computation) -> None:
+        """One waiter fewer. A request-driven call nobody waits for any more, and none of which was shown, is
+        cancelled after a moment unless a new request takes it up (the editor cancels and asks again)."""
+        comp.waiters -= 1
+        if comp.waiters == 0 and not comp.speculative and not comp.shown and comp.task and not comp.task.done():
+            asyncio.get_running_loop().call_later(0.15, self._abandoned, comp)
 
     def _abandoned(self, comp: Computation) -> None:
         if comp.waiters == 0 and comp.task is not None and not comp.task.done():
@@ -249,8 +303,12 @@ class Completion:
             old.cancel()
         pos = doc.position_codec.position_from_client_units(doc.lines, position)
         comp = self.computing[uri] = Computation(before, after)
-        comp.task = asyncio.ensure_future(self._call(uri, comp, doc.source, pos.line, pos.character))
+        self._launch(uri, comp, doc.source, pos.line, pos.character)
         return comp
+
+    def _launch(self, uri: str, comp: Computation, source: str, line: int, col: int) -> None:
+        comp.task = asyncio.ensure_future(self._call(uri, comp, source, line, col))
+        comp.task.add_done_callback(lambda _t: comp.advanced())
 
     def _speculate(self, uri: str, doc: TextDocument, before: str, after: str, shown: str) -> None:
         """Compute the completion that follows `shown`, as if the user accepted it, while they read."""
@@ -267,7 +325,7 @@ class Completion:
             return
         lines = assumed.split("\n")
         comp = self.speculating[uri] = Computation(assumed, after, speculative=True)
-        comp.task = asyncio.ensure_future(self._call(uri, comp, assumed + after, len(lines) - 1, len(lines[-1])))
+        self._launch(uri, comp, assumed + after, len(lines) - 1, len(lines[-1]))
 
     async def _call(self, uri: str, comp: Computation, source: str, line: int, col: int) -> str | None:
         """One daemon request; its answer goes into the cache (typing through it needs no other call)."""
@@ -289,6 +347,7 @@ class Completion:
             doc = self.ls.workspace.text_documents.get(uri)
             if doc is not None and not comp.fits(doc.source):
                 comp.cancel()  # the model has written something the user did not type: drop it now
+            comp.advanced()
 
         self.model_calls += 1
         if self.ls.settings.metrics:
@@ -331,6 +390,14 @@ class Completion:
             if comp.task is not None:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await comp.task
+
+
+def next_line(rest: str) -> str | None:
+    """The first whole line of `rest` that has code in it, with the line breaks before it (None while the
+    model is still writing it). Trailing blanks are left out: the user types them only with what follows."""
+    start = len(rest) - len(rest.lstrip())
+    end = rest.find("\n", start)
+    return rest[:end].rstrip() if end > start else None
 
 
 def split(doc: TextDocument, position: types.Position) -> tuple[str, str]:

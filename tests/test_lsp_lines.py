@@ -1,0 +1,118 @@
+"""Lines as they come: the language server shows a whole line of a running model call at once.
+
+The model on these machines writes a block in seconds; the user reads a line in less. Here the daemon is
+a double over a real Unix socket that streams a known block slowly (the layer below is tested against the
+real daemon in test_lsp.py), so what the user sees, and when, can be checked exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+import pytest_asyncio
+from banked.daemon.ipc import protocol, rpc
+from helpers import make_files
+from lsp_helpers import start_lsp
+from lsprotocol import types
+from pytest_lsp import LanguageClient
+
+pytestmark = pytest.mark.asyncio(loop_scope="function")
+
+BLOCK = "x = 1\n    y = x + 1\n    return y"
+PIECE_S = 0.15  # between streamed pieces: the whole block takes about 2 s
+
+
+class SlowDaemon:
+    """Answers `complete` with BLOCK, streamed in pieces of 3 characters; every other request gets an error."""
+
+    def __init__(self) -> None:
+        self.completes = 0
+        self.finished = 0  # complete calls answered in full
+        self.server: asyncio.AbstractServer | None = None
+
+    async def serve(self, sock: Path) -> None:
+        self.server = await asyncio.start_unix_server(self._conn, str(sock))
+
+    async def _conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        unpacker = rpc.unpacker()
+        tasks: dict[int, asyncio.Task[None]] = {}
+        while data := await reader.read(65536):
+            unpacker.feed(data)
+            for obj in unpacker:
+                msg = rpc.parse(obj)
+                if msg.kind == rpc.REQUEST and msg.id is not None:
+                    tasks[msg.id] = asyncio.ensure_future(self._answer(writer, msg.id, msg.method or "", msg.params))
+                elif msg.kind == rpc.NOTIFICATION and msg.method == protocol.CANCEL:
+                    task = tasks.pop(int(msg.params.get("id", -1)), None)
+                    if task is not None:
+                        task.cancel()
+
+    async def _answer(self, writer: asyncio.StreamWriter, msgid: int, method: str, params: Any) -> None:
+        if method == "ping":
+            writer.write(rpc.response(msgid, None, {"pid": 1, "version": "test"}))
+            return
+        if method != "complete":
+            writer.write(rpc.response(msgid, {"code": "bad_request", "message": f"not in this test: {method}"}, None))
+            return
+        self.completes += 1
+        for i in range(0, len(BLOCK), 3):
+            await asyncio.sleep(PIECE_S)
+            writer.write(rpc.notification(protocol.TEXT, {"id": msgid, "text": BLOCK[i : i + 3]}))
+        result = protocol.CompleteResult(
+            text=BLOCK, raw_text=BLOCK, decision="on an empty line: a block", path="f.py", workspace=params["path"],
+            daemon_ms=1.0, reused_tokens=0, prefilled_tokens=0, generated_tokens=len(BLOCK) // 3, ttft_ms=1.0,
+            total_ms=1.0, engine="test", model="test",
+        )  # fmt: skip
+        writer.write(rpc.response(msgid, None, msgpack.unpackb(rpc.pack(protocol.encode(result)))))
+        self.finished += 1
+
+
+@pytest_asyncio.fixture
+async def slow(banked_env: dict[str, str]) -> AsyncIterator[SlowDaemon]:
+    d = SlowDaemon()
+    run = Path(banked_env["BANKED_RUNTIME_DIR"])
+    run.mkdir(mode=0o700, parents=True, exist_ok=True)
+    await d.serve(run / "daemon.sock")
+    yield d
+    assert d.server is not None
+    d.server.close()
+
+
+async def text_of(pending: asyncio.Future[Any]) -> str:
+    r = await pending
+    assert isinstance(r, types.InlineCompletionList)
+    return str(r.items[0].insert_text) if r.items else ""
+
+
+async def test_a_line_is_shown_before_the_call_ends_and_the_next_lines_follow_from_it(
+    banked_env: dict[str, str], slow: SlowDaemon, tmp_path: Path
+) -> None:
+    ws = make_files(tmp_path / "ws", {"f.py": "def f():\n    \n"})
+    client: LanguageClient
+    client, editor = await start_lsp(banked_env, ws, options={"autostart": False, "speculate": False})
+    try:
+        uri = editor.open(ws / "f.py")
+        first = await text_of(editor.inline(uri, 1, 4))
+        assert first == "x = 1"
+        assert slow.finished == 0, "the line was held back until the model finished the block"
+        editor.type(uri, 1, 4, first)  # Tab
+        assert await text_of(editor.inline(uri, 1, 9)) == "\n    y = x + 1"
+        editor.type(uri, 1, 9, "\n    ")  # Enter, auto-indented
+        assert await text_of(editor.inline(uri, 2, 4)) == "y = x + 1"
+        editor.type(uri, 2, 4, "y = x")  # typing through the line
+        assert await text_of(editor.inline(uri, 2, 9)) == " + 1"
+        assert slow.completes == 1, "the rest of the block needed another model call"
+        await editor.wait_for(lambda: slow.finished == 1, timeout=10)
+        editor.type(uri, 2, 9, " + 1\n    ")
+        assert await text_of(editor.inline(uri, 3, 4)) == "return y"  # from the finished answer
+        assert slow.completes == 1
+    finally:
+        with contextlib.suppress(Exception):
+            await client.shutdown_session()
+        await client.stop()
