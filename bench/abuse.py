@@ -24,51 +24,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import msgpack
 from banked.daemon import faults, paths
 from banked.daemon.engines.tinymodel import write_tiny_qwen2
-from banked.daemon.ipc import rpc
 from banked.daemon.ipc.client import Client
+from banked.daemon.ipc.fuzzframes import frame
 from common import Daemon, report
 
 CRASH_POINTS = ["snapshot.kv_tmp_written", "snapshot.kv_renamed", "snapshot.meta_tmp_written", "snapshot.meta_renamed"]
-METHODS = ["ping", "status", "warm", "complete", "explain", "refactor", "write_tests", "overlay", "cancel", "nope"]
-
-
-def junk(rng: random.Random, depth: int = 0) -> Any:
-    kind = rng.randrange(8 if depth < 4 else 5)
-    if kind == 0:
-        return rng.randint(-(2**63), 2**64 - 1)
-    if kind == 1:
-        return rng.choice([None, True, False, 0.5, float("nan")])
-    if kind == 2:
-        return "".join(chr(rng.randrange(1, 0x2FFF)) for _ in range(rng.randrange(12)))
-    if kind == 3:
-        return rng.randbytes(rng.randrange(12))
-    if kind == 4:
-        return rng.choice(["/", "/etc/passwd", "", "path", "line", "id", "text", "root"])
-    if kind == 5:
-        return [junk(rng, depth + 1) for _ in range(rng.randrange(5))]
-    if kind == 6:
-        keys = ["path", "id", "line", "col", "text", (1, 2), 3]  # (1, 2) packs as an array: unhashable there
-        return {rng.choice(keys): junk(rng, depth + 1) for _ in range(rng.randrange(4))}
-    nested: Any = 0
-    for _ in range(rng.randrange(500)):
-        nested = [nested]
-    return nested
-
-
-def frame(rng: random.Random) -> tuple[bytes, bool]:
-    shape = rng.randrange(10)
-    if shape < 5:
-        return rpc.request(rng.randrange(1, 2**31), rng.choice(METHODS), junk(rng)), True
-    if shape < 7:
-        return rpc.notification(rng.choice(["cancel", "overlay", "nope"]), {"id": junk(rng)}), True
-    if shape < 9:
-        with contextlib.suppress(Exception):
-            return msgpack.packb(junk(rng), use_bin_type=True), False
-        return b"\xc1", False
-    return rng.randbytes(rng.randrange(1, 64)), False
 
 
 def project(root: Path) -> Path:
