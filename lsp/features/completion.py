@@ -242,7 +242,7 @@ class Completion:
         comp.waiters += 1
         try:
             while doc.version == version:
-                woken = comp.progress.wait()
+                progress = comp.progress  # the event of this moment: set by the next piece or the end
                 if comp.task.done():
                     found = self._reuse(uri, before, after, position)
                     dropped = comp.task.cancelled() or (comp.task.exception() is not None)
@@ -251,7 +251,7 @@ class Completion:
                 if line:
                     comp.shown = True  # the user may type into the rest: keep the call going
                     return Suggestion(line, types.Range(start=position, end=position)), True
-                await woken
+                await progress.wait()
             return None, True  # typed on: the editor asks again
         finally:
             self._release(comp)
