@@ -1,0 +1,97 @@
+"""Does llama.cpp's flash attention make deep prefill and decoding faster on this machine?
+
+    python bench/attention.py [--depth 6000] [--json bench/results/attention.json]
+
+On a CPU the first completion at a new place costs ~500 tokens of prefill deep in the workspace (20 s at 16k
+tokens on 2 cores, bench/typing.py), and attention over the cached tokens is a large share of each token's
+cost there. banked builds its llama.cpp context with flash attention off (llama-cpp-python's default); this
+measures both settings side by side on the embedded model and real code (the installed pluggy package):
+`--depth` tokens prefilled in banked's 64-token chunks, then 512 more (the "deep" rate: what a jump pays),
+then 32 single-token decodes. Each setting loads its own context; nothing else changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import time
+from pathlib import Path
+from typing import Any
+
+from banked.daemon.engines import model_store
+from common import report
+
+CHUNK = 64
+
+
+def measure(model: Path, text: str, depth: int, flash: bool, threads: int) -> dict[str, float]:
+    import llama_cpp
+
+    llm = llama_cpp.Llama(
+        model_path=str(model),
+        n_ctx=depth + 1024,
+        n_batch=CHUNK,
+        n_ubatch=CHUNK,
+        n_threads=threads,
+        n_threads_batch=threads,
+        flash_attn=flash,
+        verbose=False,
+    )
+    toks = llm.tokenize(text.encode())
+    if len(toks) < depth + 513:
+        raise SystemExit(f"the source has {len(toks)} tokens; --depth at most {len(toks) - 513}")
+    t0 = time.perf_counter()
+    for i in range(0, depth, CHUNK):
+        llm.eval(toks[i : min(i + CHUNK, depth)])
+    t1 = time.perf_counter()
+    for i in range(depth, depth + 512, CHUNK):
+        llm.eval(toks[i : i + CHUNK])
+    t2 = time.perf_counter()
+    for i in range(32):
+        llm.eval([toks[depth + 512 + i]])
+    t3 = time.perf_counter()
+    llm.close()
+    return {
+        "warm_ms_per_token": 1000 * (t1 - t0) / depth,
+        "deep_prefill_ms_per_token": 1000 * (t2 - t1) / 512,
+        "decode_ms_per_token": 1000 * (t3 - t2) / 32,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    spec = importlib.util.find_spec("pluggy")
+    p.add_argument("--source", default=str(Path(spec.origin).parent) if spec and spec.origin else None)
+    p.add_argument("--depth", type=int, default=6000)
+    p.add_argument("--threads", type=int, default=0, help="0: all cores")
+    p.add_argument("--model", help="a GGUF file (default: the embedded model)")
+    p.add_argument("--json", default="bench/results/attention.json")
+    args = p.parse_args()
+    import os
+
+    model = Path(args.model) if args.model else model_store.ensure_default_model()
+    text = "".join(f.read_text() for f in sorted(Path(args.source).rglob("*.py")))
+    threads = args.threads or os.cpu_count() or 1
+    data: dict[str, Any] = {"source": args.source, "model": str(model), "depth": args.depth, "threads": threads}
+    for flash in (False, True):
+        data["flash_on" if flash else "flash_off"] = measure(model, text, args.depth, flash, threads)
+    off, on = data["flash_off"], data["flash_on"]
+    rows = [
+        [name, off[key], on[key], f"{on[key] / off[key]:.2f}"]
+        for name, key in (
+            (f"prefill 0–{args.depth:,} (ms/token)", "warm_ms_per_token"),
+            (f"prefill {args.depth:,}–{args.depth + 512:,} (ms/token)", "deep_prefill_ms_per_token"),
+            ("decode (ms/token)", "decode_ms_per_token"),
+        )
+    ]
+    report(
+        f"llama.cpp flash attention on {model.name}, {threads} threads",
+        ["what", "off (banked's setting)", "on", "on / off"],
+        rows,
+        data,
+        Path(args.json),
+    )
+
+
+if __name__ == "__main__":
+    main()
