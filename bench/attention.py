@@ -7,7 +7,8 @@ tokens on 2 cores, bench/typing.py), and attention over the cached tokens is a l
 cost there. banked builds its llama.cpp context with flash attention off (llama-cpp-python's default); this
 measures both settings side by side on the embedded model and real code (the installed pluggy package):
 `--depth` tokens prefilled in banked's 64-token chunks, then 512 more (the "deep" rate: what a jump pays),
-then 32 single-token decodes. Each setting loads its own context; nothing else changes.
+then 32 greedy decodes, all through banked's LlamaCppEngine. Each setting loads its own engine; nothing else
+changes.
 """
 
 from __future__ import annotations
@@ -19,42 +20,32 @@ from pathlib import Path
 from typing import Any
 
 from banked.daemon.engines import model_store
+from banked.daemon.engines.llamacpp import LlamaCppEngine
 from common import report
 
 CHUNK = 64
 
 
 def measure(model: Path, text: str, depth: int, flash: bool, threads: int) -> dict[str, float]:
-    import llama_cpp
-
-    llm = llama_cpp.Llama(
-        model_path=str(model),
-        n_ctx=depth + 1024,
-        n_batch=CHUNK,
-        n_ubatch=CHUNK,
-        n_threads=threads,
-        n_threads_batch=threads,
-        flash_attn=flash,
-        verbose=False,
-    )
-    toks = llm.tokenize(text.encode())
-    if len(toks) < depth + 513:
-        raise SystemExit(f"the source has {len(toks)} tokens; --depth at most {len(toks) - 513}")
-    t0 = time.perf_counter()
-    for i in range(0, depth, CHUNK):
-        llm.eval(toks[i : min(i + CHUNK, depth)])
-    t1 = time.perf_counter()
-    for i in range(depth, depth + 512, CHUNK):
-        llm.eval(toks[i : i + CHUNK])
-    t2 = time.perf_counter()
-    for i in range(32):
-        llm.eval([toks[depth + 512 + i]])
-    t3 = time.perf_counter()
-    llm.close()
+    """Through banked's own engine (its chunked prefill and greedy decoding), with flash attention as asked."""
+    engine = LlamaCppEngine(model, depth + 1024, threads, CHUNK, flash_attn=flash)
+    try:
+        toks = engine.tokenize(text)
+        if len(toks) < depth + 512:
+            raise SystemExit(f"the source has {len(toks)} tokens; --depth at most {len(toks) - 512}")
+        t0 = time.perf_counter()
+        engine.catch_up(toks[:depth])
+        t1 = time.perf_counter()
+        engine.catch_up(toks[: depth + 512])
+        t2 = time.perf_counter()
+        decoded = sum(1 for _ in engine.generate(32, set()))
+        t3 = time.perf_counter()
+    finally:
+        engine.close()
     return {
         "warm_ms_per_token": 1000 * (t1 - t0) / depth,
         "deep_prefill_ms_per_token": 1000 * (t2 - t1) / 512,
-        "decode_ms_per_token": 1000 * (t3 - t2) / 32,
+        "decode_ms_per_token": 1000 * (t3 - t2) / decoded,
     }
 
 

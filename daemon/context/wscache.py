@@ -228,9 +228,9 @@ class WorkspaceCache:
         """`prefix_order = "deps"`: the file worked on last at the hot end, the files it imports right
         before it (Hierarchical Context Pruning's dependency order). Every switch to another file reorders
         the end of the prefix: bench/quality.py's `workspace-deps` mode measures what that costs and gains."""
-        last = max(self._recent, key=lambda p: self._recent[p])
+        last = self._latest()
         kept = {v.path for v, _ in sized}
-        if last not in kept:
+        if last is None or last not in kept:
             return sized
         infos = {v.path: self.repomap.info(v.path, v.text, v.digest) for v in views}
         deps = repomap.import_graph(infos).get(last, set()) & kept
@@ -238,12 +238,15 @@ class WorkspaceCache:
         rank = {**dict.fromkeys(deps, 1), last: 2}
         return sorted(sized, key=lambda vn: rank.get(vn[0].path, 0))  # stable: each group keeps its order
 
+    def _latest(self) -> str | None:
+        """The file worked on last."""
+        return max(self._recent, key=lambda p: self._recent[p]) if self._recent else None
+
     def touch(self, path: str) -> None:
         """A file the user works on (completed in): it steers the selection when over budget (and, with
         `prefix_order = "deps"`, the order of the prefix's end)."""
         with self.lock:
-            latest = max(self._recent, key=lambda p: self._recent[p]) if self._recent else None
-            if self.cfg.prefix_order == "deps" and path != latest:
+            if self.cfg.prefix_order == "deps" and path != self._latest():
                 self._recent[path] = time.time_ns()
                 self._plan = None
             elif path not in self._recent:

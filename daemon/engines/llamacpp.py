@@ -34,7 +34,10 @@ def model_digest(path: Path) -> str:
 
 
 class LlamaCppEngine(Engine):
-    def __init__(self, model_path: Path, n_ctx: int = 32768, n_threads: int = 0, chunk: int = 256):
+    def __init__(
+        self, model_path: Path, n_ctx: int = 32768, n_threads: int = 0, chunk: int = 256, flash_attn: bool = False
+    ):
+        """`flash_attn` stays off in banked: on this project's 2-core CPUs it is slower (bench/attention.py)."""
         import llama_cpp  # heavy import: only when an engine is built
 
         super().__init__(chunk)
@@ -50,6 +53,7 @@ class LlamaCppEngine(Engine):
                 n_ubatch=chunk,
                 n_threads=threads,
                 n_threads_batch=threads,
+                flash_attn=flash_attn,
                 logits_all=False,
                 verbose=False,
             )
@@ -71,7 +75,8 @@ class LlamaCppEngine(Engine):
             n_ctx=n_ctx,
             bytes_per_token=n_layer * 2 * n_head_kv * head_dim * 2,  # K and V, f16
             chunk=chunk,
-            fingerprint=f"llamacpp-{llama_cpp.__version__}-{model_digest(model_path)}-{n_ctx}",
+            fingerprint=f"llamacpp-{llama_cpp.__version__}-{model_digest(model_path)}-{n_ctx}"
+            + ("-flash" if flash_attn else ""),  # another kernel: a snapshot of one is not the other's cache
             extra={"path": str(model_path), "threads": threads},
         )
         self._eos = {self._llm.token_eos()}

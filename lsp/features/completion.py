@@ -67,23 +67,22 @@ class Computation:
     daemon_ms: float | None = None  # the daemon's own time for it, once answered
     link_ms: float | None = None  # the round trip through the socket
 
-    def typed(self, doc_text: str) -> str | None:
+    def typed(self, doc_text: str, toward: bool = True) -> str | None:
         """What the user typed after `before`, if the buffer is still `before` + that + `after` (None if not).
-        For a speculation the user may still be typing toward `before`: then it is "" if consistent."""
+        For a speculation the user may still be typing toward `before`: then it is "" if consistent (unless
+        `toward` is False: only text typed after `before` counts)."""
         if not doc_text.endswith(self.after) or len(doc_text) - len(self.after) > len(self.before) + MAX_TYPED:
             return None
         head = doc_text[: len(doc_text) - len(self.after)]
         if head.startswith(self.before):
             return head[len(self.before) :]
-        return "" if self.speculative and self.before.startswith(head) else None
+        return "" if toward and self.speculative and self.before.startswith(head) else None
 
     def ready_line(self, doc_text: str) -> str | None:
         """The next whole line the model has written past what the user typed, if the user typed from this
         call's own `before` (a line can be shown before the call finishes: the user reads while it goes on)."""
-        if not doc_text.endswith(self.after):
-            return None
-        head = doc_text[: len(doc_text) - len(self.after)]
-        if not head.startswith(self.before) or not self.partial.startswith(typed := head[len(self.before) :]):
+        typed = self.typed(doc_text, toward=False)
+        if typed is None or not self.partial.startswith(typed):
             return None
         return next_line(self.partial[len(typed) :])
 
