@@ -95,11 +95,15 @@ class Daemon:
             self.proc.wait(300)
 
 
-def report(title: str, columns: list[str], rows: list[list[Any]], data: dict[str, Any], out: Path) -> None:
+def print_rows(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     table = Table(*columns, title=title)
     for r in rows:
         table.add_row(*[f"{v:,.1f}" if isinstance(v, float) else str(v) for v in r])
     Console(width=140).print(table)
+
+
+def report(title: str, columns: list[str], rows: list[list[Any]], data: dict[str, Any], out: Path) -> None:
+    print_rows(title, columns, rows)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(data, indent=2))
     print(f"JSON written to {out}")

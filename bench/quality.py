@@ -1,6 +1,11 @@
 """Completion quality on code nobody here wrote: whole workspace vs. the current file vs. retrieved snippets.
 
-    python bench/quality.py --source DIR [--cross-file] --targets 60 --modes workspace,file,snippets --json PATH
+    python bench/quality.py --source DIR [--source DIR2 ...] [--cross-file] --targets 60 \
+        --modes workspace,file,snippets --json PATH
+
+Several `--source`s make one run over several packages (a package rarely has 60 cross-file targets in the
+files the daemon keeps hot): `--targets` is shared out evenly, each package gets its own workspace, and the
+table over all targets comes with one per package (`packages.<name>.summary` in the JSON).
 
 Masks targets in a package and asks the embedded model (or `--model`) to fill each in, through banked's own
 code paths (WorkspaceCache plan, focus segment, FIM tail, run_generation, decide, clean). The buffer is the
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import importlib.util
 import json
 import random
@@ -55,7 +61,7 @@ from banked.daemon.engines import model_store
 from banked.daemon.engines.base import Engine
 from banked.daemon.engines.generation import Generation, TextStream, run_generation
 from banked.daemon.engines.llamacpp import LlamaCppEngine
-from common import report
+from common import print_rows, report
 
 IDENT = re.compile(r"[A-Za-z_]\w*")
 SNIPPET_TOKENS = 1024
@@ -450,15 +456,47 @@ def make_modes(
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Every `--source` in turn, `--targets` shared out evenly (a package with fewer gives the rest to the
+    next): one run, one table over all targets, and one row per package and mode."""
+    sources: list[str] = args.source
+    t0 = time.perf_counter()
+    results: list[dict[str, Any]] = []
+    packages: dict[str, dict[str, Any]] = {}
+    remaining = args.targets
+    for i, source in enumerate(sources):
+        share = -(-remaining // (len(sources) - i))
+        part = run_package(source, share, args)
+        remaining -= len(part["results"])
+        results += part["results"]
+        packages[Path(source).name] = {k: v for k, v in part.items() if k != "results"}
+        gc.collect()  # the package's engines go before the next package loads its own
+    return {
+        "source": sources[0] if len(sources) == 1 else sources,
+        "cross_file": args.cross_file,
+        "targets": len(results),
+        "settings": {
+            "prefix_lines": args.prefix_lines,
+            "suffix_tokens": args.suffix_tokens,
+            "eol_suffix_tokens": args.eol_suffix_tokens,
+            "focus_tokens": args.focus_tokens,
+        },
+        "model": str(Path(args.model) if args.model else model_store.ensure_default_model()),
+        "seconds": time.perf_counter() - t0,
+        "packages": packages,
+        "results": results,
+    }
+
+
+def run_package(source: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="banked-quality-"))
-    root = work / Path(args.source).name
-    shutil.copytree(args.source, root, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    root = work / Path(source).name
+    shutil.copytree(source, root, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     scan = Workspace(root)
     scan.scan()
     files = {p: f.text for p, f in scan.files.items() if p.endswith(".py")}
     budget = args.n_ctx - min(TAIL_RESERVE, args.n_ctx // 4)
     max_chars = int(HOT_SHARE * budget * CHARS_PER_TOKEN)
-    targets = choose_targets(files, args.targets, args.cross_file, args.seed, args.per_file, max_chars)
+    targets = choose_targets(files, n, args.cross_file, args.seed, args.per_file, max_chars)
     print(f"{len(files)} Python files in {root.name}; {len(targets)} targets in {len({t.path for t in targets})} files")
     cfg = config.Config(
         prefix_lines=args.prefix_lines,
@@ -489,7 +527,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     m.put(t.path, view[t.path])
             current = t.path
         cursor, expected = t.cursor(text), text[t.start : t.end]
-        row: dict[str, Any] = {"path": t.path, "kind": t.kind, "start": t.start, "end": t.end, "expected": expected}
+        row: dict[str, Any] = {
+            "source": source,
+            "path": t.path,
+            "kind": t.kind,
+            "start": t.start,
+            "end": t.end,
+            "expected": expected,
+        }
         row["line"], row["names"] = cursor.line + 1, list(t.names)
         for m in modes:
             row[m.name] = score(m.complete(t, text, view, 48 if t.kind == "line" else 160), t, expected, cursor)
@@ -503,17 +548,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             flush=True,
         )
     return {
-        "source": args.source,
-        "cross_file": args.cross_file,
+        "source": source,
         "targets": len(results),
         "files": sorted({t.path for t in targets}),
-        "settings": {
-            "prefix_lines": args.prefix_lines,
-            "suffix_tokens": args.suffix_tokens,
-            "eol_suffix_tokens": args.eol_suffix_tokens,
-            "focus_tokens": args.focus_tokens,
-        },
-        "model": str(model),
         "seconds": time.perf_counter() - t0,
         "warm_prefill_tokens": warm,
         "results": results,
@@ -562,7 +599,7 @@ def replay(path: Path) -> None:
     """Re-apply today's post-processing to a run's raw completions (no model): for changes to the rules."""
     data = json.loads(path.read_text())
     for r in data["results"]:
-        text = (Path(data["source"]) / r["path"]).read_text()
+        text = (Path(r.get("source", data["source"])) / r["path"]).read_text()
         t = Target(r["path"], r["kind"], r["start"], r["end"], tuple(r.get("names", ())))
         cursor = t.cursor(text)
         decision = postprocess.decide(syntax.parse_text("python", t.buffer(text)), cursor, 10)
@@ -573,13 +610,42 @@ def replay(path: Path) -> None:
     print_table(data, rows, summary, path.with_suffix(".replay.json"))
 
 
+def per_package(data: dict[str, Any]) -> None:
+    """Each package's exact match per mode (`packages.<name>.summary`), and a table of them."""
+    rows = []
+    for name, part in data.get("packages", {}).items():
+        mine = [r for r in data["results"] if Path(r.get("source", "")).name == name]
+        if not mine:
+            continue
+        _, summary = summarize({"results": mine})
+        part["summary"] = summary
+        ws, f = summary.get("workspace"), summary.get("file")
+        if ws and f:
+            part["workspace_minus_file_points"] = ws["exact_match"] - f["exact_match"]
+        rows += [
+            [
+                name,
+                len(mine),
+                mode,
+                s["exact_match"],
+                "-" if s["identifier_hit"] is None else s["identifier_hit"],
+                s["edit_similarity"],
+            ]
+            for mode, s in summary.items()
+        ]
+    print_rows("per package", ["package", "targets", "context", "exact %", "ident hit %", "edit sim %"], rows)
+
+
 def print_table(data: dict[str, Any], rows: list[list[Any]], summary: dict[str, Any], out: Path) -> None:
     data["summary"] = summary
     if "workspace" in summary and "file" in summary:
         data["workspace_minus_file_points"] = summary["workspace"]["exact_match"] - summary["file"]["exact_match"]
     what = "cross-file" if data["cross_file"] else "random"
+    sources = [data["source"]] if isinstance(data["source"], str) else data["source"]
+    if len(sources) > 1:
+        per_package(data)
     report(
-        f"completion quality: {data['targets']} {what} targets in {Path(data['source']).name}",
+        f"completion quality: {data['targets']} {what} targets in {', '.join(Path(s).name for s in sources)}",
         [
             "context",
             "exact %",
@@ -600,7 +666,11 @@ def print_table(data: dict[str, Any], rows: list[list[Any]], summary: dict[str, 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     spec = importlib.util.find_spec("pluggy")
-    p.add_argument("--source", default=str(Path(spec.origin).parent) if spec and spec.origin else None)
+    p.add_argument(
+        "--source",
+        action="append",
+        help="a package directory (repeat it: one run over several packages; default: pluggy)",
+    )
     p.add_argument("--targets", type=int, default=60, help="targets in all, after selection")
     p.add_argument("--cross-file", action="store_true", help="only lines that need another file (CrossCodeEval's rule)")
     p.add_argument("--modes", default="workspace,file,snippets")
@@ -628,6 +698,8 @@ def main() -> None:
     if args.replay:
         replay(Path(args.replay))
         return
+    if not args.source:
+        args.source = [str(Path(spec.origin).parent)] if spec and spec.origin else []
     data = run(args)
     rows, summary = summarize(data)
     print_table(data, rows, summary, Path(args.json))

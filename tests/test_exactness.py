@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -185,3 +186,39 @@ def test_typing_re_prefills_typed_tokens_plus_suffix_window(
         run_generation(wc, g)
         if k > 1:
             assert cfg.eol_suffix_tokens + 8 < g.prefilled_tokens <= 1 + cfg.suffix_tokens + 8, f"mid-line {k}"
+
+
+def test_a_request_prefills_its_tail_in_large_steps_and_stays_exact(
+    tmp_path: Path, cfg: Config, tiny_model: Path
+) -> None:
+    """The first completion at a new place is mostly its tail's prefill: a request takes the engine's larger
+    steps for it (faster per token on a CPU), while background syncs keep the small ones they yield after."""
+    World(tmp_path / "ws", random.Random(5))
+    engine = LlamaCppEngine(tiny_model, n_ctx=cfg.n_ctx, n_threads=1, chunk=8, burst=32)
+    fresh = LlamaCppEngine(tiny_model, n_ctx=cfg.n_ctx, n_threads=1, chunk=512)
+    steps: list[int] = []
+    forward = engine._forward
+
+    def spy(ids: Sequence[int], want_logits: bool) -> None:
+        steps.append(len(ids))
+        forward(ids, want_logits)
+
+    engine._forward = spy  # type: ignore[method-assign]
+    ws = Workspace(tmp_path / "ws")
+    wc = WorkspaceCache(ws, engine, template_for(engine), cfg)
+    ws.scan()
+    wc.sync()
+    assert steps and max(steps) <= 8, "a background sync steps in the small chunk"
+    rel = "pkg/mod2.py"
+    text = (tmp_path / "ws" / rel).read_text()
+    tail = wc.fim_tail(rel, Cursor.at(text, 2, 0))
+    assert len(tail) > 64
+    steps.clear()
+    g = Generation(tail, set(), 1, TextStream(engine), chunk=engine.burst)
+    assert run_generation(wc, g)
+    assert max(steps) == 32 and len(steps) <= -(-len(tail) // 32) + 2
+    seq = list(engine.cached)
+    inc = engine.logits()
+    ref = fresh_logits(fresh, seq)
+    assert int(np.argmax(inc)) == int(np.argmax(ref))
+    assert float(np.abs(inc - ref).max()) <= 1e-3

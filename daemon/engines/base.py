@@ -61,8 +61,12 @@ class Engine:
 
     info: EngineInfo
 
-    def __init__(self, chunk: int) -> None:
+    def __init__(self, chunk: int, burst: int = 0) -> None:
+        """`chunk` is the prefill step that anything may be stopped after (background work yields to a
+        request within one); `burst` the larger step a request may take for its own tokens, where the
+        backend computes a larger batch faster per token (llama.cpp on a CPU: bench/attention.py)."""
         self._chunk = chunk
+        self._burst = max(chunk, burst)
         self._ids: list[int] = []
         self._logits_known = False  # the backend holds logits for the last cached position
         self._rng = np.random.default_rng(0)
@@ -106,9 +110,14 @@ class Engine:
         self._ids.extend(ids)
         self._logits_known = want_logits
 
+    @property
+    def burst(self) -> int:
+        """The largest prefill step (a request's own tokens: `catch_up(..., chunk=engine.burst)`)."""
+        return self._burst
+
     def prefill(self, ids: Sequence[int], should_stop: ShouldStop = never, chunk: int = 0) -> int:
         """Append `ids` in chunks; stop between chunks when asked. Returns tokens appended."""
-        chunk = min(chunk or self._chunk, self._chunk)
+        chunk = min(chunk or self._chunk, self._burst)
         if len(self._ids) + len(ids) > self.info.n_ctx:
             raise EngineError(
                 f"{len(self._ids) + len(ids)} tokens exceed the context of {self.info.n_ctx}; "
@@ -124,15 +133,20 @@ class Engine:
         return done
 
     def catch_up(
-        self, ids: Sequence[int], should_stop: ShouldStop = never, on_progress: OnProgress | None = None
+        self,
+        ids: Sequence[int],
+        should_stop: ShouldStop = never,
+        on_progress: OnProgress | None = None,
+        chunk: int = 0,
     ) -> int:
         n = common_prefix(self._ids, ids)
         self.truncate(n)
+        step = min(chunk or self._chunk, self._burst)
         done = 0
         while n + done < len(ids):
             if done and should_stop():
                 break
-            done += self.prefill(ids[n + done : n + done + self._chunk])
+            done += self.prefill(ids[n + done : n + done + step], chunk=step)
             if on_progress is not None:
                 on_progress(n + done, len(ids))
         return done

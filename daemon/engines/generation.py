@@ -88,6 +88,7 @@ class Generation:
     stream: TextStream
     on_text: Callable[[str], None] = lambda _t: None
     sampling: Sampling = field(default_factory=Sampling)
+    chunk: int = 0  # its prefill step (0: the engine's; a completion request takes `engine.burst`)
     generated: list[int] = field(default_factory=list)
     reused_tokens: int = -1
     prefilled_tokens: int = 0
@@ -132,7 +133,7 @@ def run_generation(
 
     if g.reused_tokens < 0:
         g.reused_tokens = common_prefix(engine.cached, seq)
-    g.prefilled_tokens += engine.catch_up(seq, stop)
+    g.prefilled_tokens += engine.catch_up(seq, stop, chunk=g.chunk)
     if len(engine.cached) < len(seq):
         return not yielded
     for tok in engine.generate(g.max_tokens - len(g.generated), g.stops, g.sampling, stop):

@@ -35,12 +35,19 @@ def model_digest(path: Path) -> str:
 
 class LlamaCppEngine(Engine):
     def __init__(
-        self, model_path: Path, n_ctx: int = 32768, n_threads: int = 0, chunk: int = 256, flash_attn: bool = False
+        self,
+        model_path: Path,
+        n_ctx: int = 32768,
+        n_threads: int = 0,
+        chunk: int = 256,
+        flash_attn: bool = False,
+        burst: int = 0,
     ):
-        """`flash_attn` stays off in banked: on this project's 2-core CPUs it is slower (bench/attention.py)."""
+        """`flash_attn` stays off in banked: on this project's 2-core CPUs it is slower (bench/attention.py).
+        llama.cpp batches up to `burst` tokens (a request's own prefill), `chunk` elsewhere."""
         import llama_cpp  # heavy import: only when an engine is built
 
-        super().__init__(chunk)
+        super().__init__(chunk, burst)
         self._lib = llama_cpp
         if not model_path.is_file():
             raise EngineError(f"model file {model_path} does not exist; check `model` in config.toml")
@@ -49,8 +56,8 @@ class LlamaCppEngine(Engine):
             self._llm = llama_cpp.Llama(
                 model_path=str(model_path),
                 n_ctx=n_ctx,
-                n_batch=chunk,
-                n_ubatch=chunk,
+                n_batch=self._burst,
+                n_ubatch=self._burst,
                 n_threads=threads,
                 n_threads_batch=threads,
                 flash_attn=flash_attn,

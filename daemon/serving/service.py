@@ -145,7 +145,12 @@ class Daemon:
                 ended = None if params.raw else (lambda text: postprocess.ended(text, cursor, decision))
                 lines = decision.max_lines if params.max_lines is None else params.max_lines
                 stream = TextStream(self.engine, max_lines=lines, stop_when=ended)
-                made.append(Generation(tail, self.tpl.fim_stops, max_tokens, stream, on_text=self._stream(call)))
+                # a request prefills its own tail in the engine's larger steps; a speculation keeps the small
+                # ones, so a request waits at most one small step for it
+                step = 0 if params.speculative else self.engine.burst
+                made.append(
+                    Generation(tail, self.tpl.fim_stops, max_tokens, stream, on_text=self._stream(call), chunk=step)
+                )
             return self._step(job, t.entry, made[0])
 
         priority = Priority.BACKGROUND if params.speculative else Priority.COMPLETE
