@@ -71,6 +71,7 @@ def test_warm_complete_status_stop(cli, sample: Path) -> None:  # type: ignore[n
     assert st["workspaces"][0]["root"] == str(sample) and st["capacity"] == 8192
     human = cli("status").stdout
     assert "llamacpp" in human and str(sample) in human
+    assert f"a request's own {st['engine']['extra']['request_chunk']}" in human  # the step a request takes
     assert "stopped" in cli("stop").stdout
     assert not daemon_alive()  # `stop` returns once the snapshot is written and the lock is free
     assert json.loads(cli("status", "--json", check=False).stdout) == {"running": False}

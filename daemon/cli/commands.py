@@ -166,6 +166,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"cache {st.cached_tokens:,} / {st.capacity:,} tokens ({e.bytes_per_token * st.cached_tokens / 2**20:.1f} MiB)"
     )
     x = e.extra
+    request_step = f", a request's own {x['request_chunk']}" if "request_chunk" in x else ""
+    out.print(f"prefill step {e.chunk} tokens{request_step}")
     if "vram_weights_bytes" in x:
         out.print(
             f"VRAM: weights {x['vram_weights_bytes'] / 2**30:.2f} GiB, "

@@ -115,9 +115,13 @@ class Engine:
         """The largest prefill step (a request's own tokens: `catch_up(..., chunk=engine.burst)`)."""
         return self._burst
 
+    def _step(self, chunk: int) -> int:
+        """The prefill step for a caller's `chunk` (0: the small default), never above the burst."""
+        return min(chunk or self._chunk, self._burst)
+
     def prefill(self, ids: Sequence[int], should_stop: ShouldStop = never, chunk: int = 0) -> int:
         """Append `ids` in chunks; stop between chunks when asked. Returns tokens appended."""
-        chunk = min(chunk or self._chunk, self._burst)
+        chunk = self._step(chunk)
         if len(self._ids) + len(ids) > self.info.n_ctx:
             raise EngineError(
                 f"{len(self._ids) + len(ids)} tokens exceed the context of {self.info.n_ctx}; "
@@ -141,7 +145,7 @@ class Engine:
     ) -> int:
         n = common_prefix(self._ids, ids)
         self.truncate(n)
-        step = min(chunk or self._chunk, self._burst)
+        step = self._step(chunk)
         done = 0
         while n + done < len(ids):
             if done and should_stop():

@@ -84,7 +84,7 @@ class LlamaCppEngine(Engine):
             chunk=chunk,
             fingerprint=f"llamacpp-{llama_cpp.__version__}-{model_digest(model_path)}-{n_ctx}"
             + ("-flash" if flash_attn else ""),  # another kernel: a snapshot of one is not the other's cache
-            extra={"path": str(model_path), "threads": threads},
+            extra={"path": str(model_path), "threads": threads, "request_chunk": self._burst},
         )
         self._eos = {self._llm.token_eos()}
 
