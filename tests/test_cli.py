@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -115,25 +114,30 @@ def test_refactor_prints_a_diff_and_applies_atomically(cli, sample: Path) -> Non
     assert not [p for p in sample.iterdir() if p.name.endswith(".banked")]  # no temp file left
 
 
-def test_refactor_refuses_if_the_file_changed(cli, sample: Path) -> None:  # type: ignore[no-untyped-def]
+def test_refactor_refuses_if_the_file_changed(
+    cli, sample: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:  # type: ignore[no-untyped-def]
+    """The user's edit lands after the daemon read the file and before the CLI writes: nothing is written."""
+    from banked.daemon.cli import commands
+    from banked.daemon.cli.main import main
+
     target = sample / "units.py"
     cli("warm", str(sample))
-    env = {**os.environ, "BANKED_CHAT_MAX_TOKENS": "400"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "banked.daemon", "refactor", f"{target}:1-2", "x", "--apply"],
-        env={**env, **{k: v for k, v in os.environ.items() if k.startswith("BANKED_")}},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    time.sleep(0.3)
-    target.write_text("# changed by the user meanwhile\n" + target.read_text())
-    changed = target.read_text()
-    _out, err = proc.communicate(timeout=120)
-    if proc.returncode == 0:
-        pytest.skip("the refactor finished before the edit landed")  # timing: nothing to assert
-    assert "changed while the refactor ran" in err
-    assert target.read_text() == changed
+    real_call = commands.stream_call
+    edited: list[str] = []
+
+    def user_edits_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        res = real_call(*args, **kwargs)  # the real daemon has read and rewritten the range
+        target.write_text("# changed by the user meanwhile\n" + target.read_text())
+        edited.append(target.read_text())
+        return res
+
+    monkeypatch.setattr(commands, "stream_call", user_edits_meanwhile)
+    with pytest.raises(SystemExit) as exit_:
+        main(["refactor", f"{target}:1-2", "x", "--apply"])
+    assert exit_.value.code == 2
+    assert "changed while the refactor ran" in capsys.readouterr().err
+    assert edited and target.read_text() == edited[0]  # the user's edit stands; nothing was written over it
 
 
 def test_bad_locations_are_clear_errors(cli, sample: Path) -> None:  # type: ignore[no-untyped-def]
