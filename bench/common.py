@@ -95,10 +95,17 @@ class Daemon:
             self.proc.wait(300)
 
 
+def cell(v: Any) -> str:
+    """A table cell: one decimal, or three below 1 (0.05 model calls per key must not print as 0.0)."""
+    if not isinstance(v, float):
+        return str(v)
+    return f"{v:.3f}" if 0 < abs(v) < 1 else f"{v:,.1f}"
+
+
 def print_rows(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     table = Table(*columns, title=title)
     for r in rows:
-        table.add_row(*[f"{v:,.1f}" if isinstance(v, float) else str(v) for v in r])
+        table.add_row(*[cell(v) for v in r])
     Console(width=140).print(table)
 
 

@@ -31,10 +31,9 @@ class Config:
     # Tokens per prefill step; 0 = the engine's default (llamacpp 64: a completion waits for at
     # most one step, ~1.5 s on 2 CPU cores; exl2 2048).
     prefill_chunk: int = 0
-    # The prefill step of a completion request's own work (all it catches up on); 0 = the engine's default
-    # (llamacpp 256: faster per token than 64 deep in the workspace, bench/attention.py --chunks; the first
-    # completion at a new place is mostly this prefill. A cancelled request frees the model only after its
-    # step; exl2: its chunk).
+    # The prefill step of a completion request's own work (all it catches up on); 0 = `prefill_chunk`.
+    # Larger steps were no faster on a 2-core CPU (64 vs 256 at 6k and 15.5k deep, bench/attention.py
+    # --chunks) and a cancelled request frees the model only after its step; worth measuring elsewhere.
     request_chunk: int = 0
     # exl2 only: KV cache type (fp16, q8, q6, q4) and RoPE scaling overrides (0 = the model's own).
     cache_type: str = "q4"

@@ -13,7 +13,6 @@ from banked.daemon.engines.model_store import Packaged, Progress
 __all__ = ["Engine", "EngineError", "EngineInfo", "Sampling", "choose", "make_engine"]
 
 DEFAULT_CHUNK = {"llamacpp": 64, "exl2": 2048}
-DEFAULT_REQUEST_CHUNK = {"llamacpp": 256, "exl2": 0}  # 0: the chunk
 
 
 def find_exl2_model() -> Path | None:
@@ -71,5 +70,5 @@ def make_engine(cfg: Config, progress: Progress | None = None) -> Engine:
     from banked.daemon.engines.llamacpp import LlamaCppEngine
 
     path = model if isinstance(model, Path) else model_store.ensure(model, progress)
-    burst = cfg.request_chunk or DEFAULT_REQUEST_CHUNK[name]
+    burst = cfg.request_chunk or chunk
     return LlamaCppEngine(path, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads, chunk=chunk, burst=burst)

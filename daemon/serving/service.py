@@ -145,8 +145,8 @@ class Daemon:
                 ended = None if params.raw else (lambda text: postprocess.ended(text, cursor, decision))
                 lines = decision.max_lines if params.max_lines is None else params.max_lines
                 stream = TextStream(self.engine, max_lines=lines, stop_when=ended)
-                # a request prefills what it catches up on in the engine's larger steps; a speculation keeps the small
-                # ones, so a request waits at most one small step for it
+                # a request prefills what it catches up on in `request_chunk` steps; a speculation keeps the
+                # small ones, so a request waits at most one small step for it
                 step = 0 if params.speculative else self.engine.burst
                 made.append(
                     Generation(tail, self.tpl.fim_stops, max_tokens, stream, on_text=self._stream(call), chunk=step)
