@@ -70,5 +70,5 @@ def make_engine(cfg: Config, progress: Progress | None = None) -> Engine:
     from banked.daemon.engines.llamacpp import LlamaCppEngine
 
     path = model if isinstance(model, Path) else model_store.ensure(model, progress)
-    burst = cfg.request_chunk or chunk
-    return LlamaCppEngine(path, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads, chunk=chunk, burst=burst)
+    # request_chunk 0 is the chunk: Engine takes max(chunk, burst)
+    return LlamaCppEngine(path, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads, chunk=chunk, burst=cfg.request_chunk)
