@@ -595,6 +595,12 @@ def summarize(data: dict[str, Any]) -> tuple[list[list[Any]], dict[str, Any]]:
     return rows, summary
 
 
+def within_lines(raw: str, max_lines: int) -> str:
+    """What TextStream keeps of `raw` under a line limit: the text before the limit's newline."""
+    parts = raw.split("\n")
+    return raw if len(parts) <= max_lines else "\n".join(parts[:max_lines])
+
+
 def replay(path: Path) -> None:
     """Re-apply today's post-processing to a run's raw completions (no model): for changes to the rules."""
     data = json.loads(path.read_text())
@@ -604,8 +610,12 @@ def replay(path: Path) -> None:
         cursor = t.cursor(text)
         decision = postprocess.decide(syntax.parse_text("python", t.buffer(text)), cursor, 10)
         for name in [k for k in r if isinstance(r[k], dict)]:
-            cleaned = postprocess.clean(r[name]["raw"], cursor, decision)
-            r[name].update(score({**r[name], "text": cleaned, "synced_tokens": 0}, t, r["expected"], cursor))
+            # Decoding is greedy, so a smaller line limit today is exactly the recorded text cut at that line.
+            raw = within_lines(r[name]["raw"], decision.max_lines)
+            cleaned = postprocess.clean(raw, cursor, decision)
+            r[name].update(
+                score({**r[name], "raw": raw, "text": cleaned, "synced_tokens": 0}, t, r["expected"], cursor)
+            )
     rows, summary = summarize(data)
     print_table(data, rows, summary, path.with_suffix(".replay.json"))
 

@@ -55,6 +55,33 @@ def test_on_an_empty_line_in_a_brace_language_the_block_ends_before_its_closing_
     assert postprocess.end_of_block(raw, d) == "console.log(x);\n    total += x;\n"
 
 
+def test_a_block_only_where_the_block_is_empty() -> None:
+    """Copilot's rule: several lines at the start of an empty body (the cursor's line in `PY` is the empty
+    body of `if r > 10:`), one line on an empty line among existing code, where a block would run on."""
+    line, col = 10, 8
+    d = decide(parsed(PY), Cursor.at(PY, line, col), 10)
+    assert d.max_lines == 10 and "empty block" in d.why
+    among = PY.replace("        \n", "        shape.grow(r)\n        \n        shape.clamp()\n")
+    d = decide(parsed(among), Cursor.at(among, 11, 8), 10)
+    assert d.max_lines == 1, d.why
+    commented = PY.replace("        \n", "        # grow it\n        \n")
+    d = decide(parsed(commented), Cursor.at(commented, 11, 8), 10)  # a comment is not a statement
+    assert d.max_lines == 10, d.why
+    last = PY + "\n"  # a new line at the end of the module, under `return shape`: one line
+    d = decide(parsed(last), Cursor.at(last, len(last.split("\n")) - 1, 0), 10)
+    assert d.max_lines == 1, d.why
+
+
+def test_nothing_after_a_return_or_continue_in_the_same_block() -> None:
+    """Code at the indentation of a `continue` just before it could never run: the block ends there (a
+    completion markdown-it's own bench target got from the model: `continue`, then a loop it invented)."""
+    d = Decision(10, "block", 16)
+    raw = "continue\n\n                for child in token.children:\n                    child.content = ''"
+    assert postprocess.end_of_block(raw, d).strip() == "continue"
+    nested = "if x:\n                    return None\n                y = x + 1\n                return y"
+    assert postprocess.end_of_block(nested, d) == nested  # the return is inside the `if`: the block goes on
+
+
 def test_the_rest_of_the_line_is_not_repeated() -> None:
     before, after = "value = compute(", "a, b)\n"
     assert clean("a, b)", cur(before, after)) == ""  # only what is already there: trivial, dropped
