@@ -325,7 +325,7 @@ class Mode:
     def complete(self, t: Target, text: str, files: dict[str, str], max_tokens: int) -> dict[str, Any]:
         buf, cursor = t.buffer(text), t.cursor(text)
         parsed = syntax.parse_text("python", buf)
-        decision = postprocess.decide(parsed, cursor, self.wc.cfg.max_lines)
+        decision = postprocess.decide(parsed, cursor, self.wc.cfg.max_lines, self.wc.cfg.multiline)
         tail: list[int] = []
         if self.with_snippets:
             for path, snippet in snippets(t.path, buf, cursor.line, files, self.wc.tpl):
@@ -476,6 +476,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "targets": len(results),
         "settings": {
             "prefix_lines": args.prefix_lines,
+            "multiline": args.multiline,
             "suffix_tokens": args.suffix_tokens,
             "eol_suffix_tokens": args.eol_suffix_tokens,
             "focus_tokens": args.focus_tokens,
@@ -503,6 +504,7 @@ def run_package(source: str, n: int, args: argparse.Namespace) -> dict[str, Any]
         suffix_tokens=args.suffix_tokens,
         eol_suffix_tokens=args.eol_suffix_tokens,
         max_lines=10,
+        multiline=args.multiline,
         focus_tokens=args.focus_tokens,
         fim_order=args.fim_order,
     )
@@ -601,14 +603,14 @@ def within_lines(raw: str, max_lines: int) -> str:
     return raw if len(parts) <= max_lines else "\n".join(parts[:max_lines])
 
 
-def replay(path: Path) -> None:
+def replay(path: Path, multiline: str = "auto") -> None:
     """Re-apply today's post-processing to a run's raw completions (no model): for changes to the rules."""
     data = json.loads(path.read_text())
     for r in data["results"]:
         text = (Path(r.get("source", data["source"])) / r["path"]).read_text()
         t = Target(r["path"], r["kind"], r["start"], r["end"], tuple(r.get("names", ())))
         cursor = t.cursor(text)
-        decision = postprocess.decide(syntax.parse_text("python", t.buffer(text)), cursor, 10)
+        decision = postprocess.decide(syntax.parse_text("python", t.buffer(text)), cursor, 10, multiline)
         for name in [k for k in r if isinstance(r[k], dict)]:
             # Decoding is greedy, so a smaller line limit today is exactly the recorded text cut at that line.
             raw = within_lines(r[name]["raw"], decision.max_lines)
@@ -698,6 +700,7 @@ def main() -> None:
     )
     p.add_argument("--focus-tokens", type=int, default=config.Config.focus_tokens)
     p.add_argument("--fim-order", default=config.Config.fim_order, choices=["psm", "spm"])
+    p.add_argument("--multiline", default=config.Config.multiline, choices=["auto", "always", "never"])
     p.add_argument(
         "--n-ctx", type=int, default=16384, help="context of each mode's engine (the workspace budget is 4k less)"
     )
@@ -706,7 +709,7 @@ def main() -> None:
     p.add_argument("--replay", help="re-apply today's post-processing to a previous run's JSON (no model)")
     args = p.parse_args()
     if args.replay:
-        replay(Path(args.replay))
+        replay(Path(args.replay), args.multiline)
         return
     if not args.source:
         args.source = [str(Path(spec.origin).parent)] if spec and spec.origin else []

@@ -42,6 +42,9 @@ class Config:
     # Completion shape.
     max_tokens: int = 64
     max_lines: int = 10
+    # Where a completion may be a block: "auto" only at the start of an empty block (Copilot's rule; one line
+    # on an empty line among code), "always" on any empty line or after an opener, "never" one line always.
+    multiline: str = "auto"
     suffix_tokens: int = 64
     # The suffix window when nothing follows the cursor on its line (typing new code): in PSM order every
     # keystroke re-prefills the whole window, so a short one makes typing 3x cheaper (bench/keystroke.py).
@@ -116,4 +119,9 @@ def load(path: Path | None = None) -> Config:
     return cfg
 
 
-CHOICES = {"fim_order": ("psm", "spm"), "prefix_order": ("recent", "deps"), "engine": ("auto", "llamacpp", "exl2")}
+CHOICES = {
+    "multiline": ("auto", "always", "never"),
+    "fim_order": ("psm", "spm"),
+    "prefix_order": ("recent", "deps"),
+    "engine": ("auto", "llamacpp", "exl2"),
+}

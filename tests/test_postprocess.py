@@ -70,6 +70,9 @@ def test_a_block_only_where_the_block_is_empty() -> None:
     last = PY + "\n"  # a new line at the end of the module, under `return shape`: one line
     d = decide(parsed(last), Cursor.at(last, len(last.split("\n")) - 1, 0), 10)
     assert d.max_lines == 1, d.why
+    # The `multiline` setting: "always" is the rule before (a block on any empty line), "never" one line.
+    assert decide(parsed(among), Cursor.at(among, 11, 8), 10, "always").max_lines == 10
+    assert decide(parsed(PY), Cursor.at(PY, line, col), 10, "never").max_lines == 1
 
 
 def test_nothing_after_a_return_or_continue_in_the_same_block() -> None:

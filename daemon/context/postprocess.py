@@ -72,8 +72,11 @@ def _depth_change(s: str) -> int:
     return sum(1 if c in OPEN else -1 for c in _brackets(s))
 
 
-def decide(parsed: syntax.Parsed | None, cursor: Cursor, block_lines: int) -> Decision:
+def decide(parsed: syntax.Parsed | None, cursor: Cursor, block_lines: int, multiline: str = "auto") -> Decision:
+    """How much to write at `cursor`; `multiline` is the setting of that name ("auto", "always", "never")."""
     before, rest = cursor.before, cursor.rest
+    if multiline == "never":
+        return Decision(1, "one line (multiline = never)")
     braces = (parsed is not None and parsed.language in _BRACE_LANGUAGES) or (parsed is None and "{" in cursor.text)
     if any(c in "([" for c in _unclosed(before)):
         return Decision(1, "inside an open argument list or brackets: finish the line")
@@ -84,11 +87,11 @@ def decide(parsed: syntax.Parsed | None, cursor: Cursor, block_lines: int) -> De
         return Decision(block_lines, "after a block opener: the block", indent_of(cursor.current) + 1, braces)
     if stripped:
         return Decision(1, "text before the cursor: finish the line")
-    if not empty_block_start(cursor):
+    if multiline == "auto" and not empty_block_start(cursor):
         return Decision(1, "on an empty line among code: one line (a block only where the block is empty)")
     return Decision(
         block_lines,
-        "at the start of an empty block: the block",
+        "at the start of an empty block: the block" if multiline == "auto" else "on an empty line: a block",
         len(before) if not rest.strip() else indent_of(cursor.current),
         braces,
     )

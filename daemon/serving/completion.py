@@ -29,12 +29,12 @@ def scope(t: Target, params: p.CompleteParams) -> str:
 
 
 def shape(
-    parses: syntax.ParseCache, t: Target, cursor: Cursor, block_lines: int
+    parses: syntax.ParseCache, t: Target, cursor: Cursor, block_lines: int, multiline: str = "auto"
 ) -> tuple[syntax.Parsed | None, postprocess.Decision]:
-    """One line mid-line, in an argument list, string or comment; a block after an opener or on an empty line.
-    Parsing is CPU work: call it off the event loop."""
+    """One line mid-line, in an argument list, string or comment, or among code; a block after an opener or
+    at the start of an empty block (`postprocess.decide`). Parsing is CPU work: call it off the event loop."""
     parsed = parses.parse(f"{t.entry.root}/{t.rel}", cursor.text)
-    return parsed, postprocess.decide(parsed, cursor, block_lines)
+    return parsed, postprocess.decide(parsed, cursor, block_lines, multiline)
 
 
 def from_cache(hit: Hit, t: Target, engine: str, model: str, t0: float) -> p.CompleteResult:

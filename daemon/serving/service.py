@@ -132,7 +132,9 @@ class Daemon:
         scope = completion.scope(t, params)
         if params.reuse and not params.raw and (hit := self.cache.get(scope, cursor.head, cursor.after)):
             return completion.from_cache(hit, t, self.engine.info.name, self.engine.info.model, t0)
-        parsed, decision = await asyncio.to_thread(completion.shape, self.parses, t, cursor, self.cfg.max_lines)
+        parsed, decision = await asyncio.to_thread(
+            completion.shape, self.parses, t, cursor, self.cfg.max_lines, self.cfg.multiline
+        )
         max_tokens = params.max_tokens or self.cfg.max_tokens
         await asyncio.to_thread(t.entry.wc.touch, t.rel)
         self.workspaces.ensure_synced(t.entry)
