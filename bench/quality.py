@@ -700,7 +700,7 @@ def main() -> None:
     )
     p.add_argument("--focus-tokens", type=int, default=config.Config.focus_tokens)
     p.add_argument("--fim-order", default=config.Config.fim_order, choices=["psm", "spm"])
-    p.add_argument("--multiline", default=config.Config.multiline, choices=["auto", "always", "never"])
+    p.add_argument("--multiline", default=config.Config.multiline, choices=config.CHOICES["multiline"])
     p.add_argument(
         "--n-ctx", type=int, default=16384, help="context of each mode's engine (the workspace budget is 4k less)"
     )
