@@ -14,7 +14,8 @@ each technique off):
   (so Tab, then Enter, finds the next line) while the user's typing still fits it;
 - **speculation**: when a suggestion is shown, the one after it (as if accepted)
   is computed at background priority while the user reads, so Tab shows the
-  continuation at once.
+  continuation at once; after a suggestion that ends its line, that is the next
+  line (shown after the accept, and found again after Enter and auto-indent).
 
 A computation whose text the user has moved away from is cancelled, and an answer
 is never shown unless it fits the buffer as it is when the answer is given.
@@ -310,11 +311,18 @@ class Completion:
         comp.task.add_done_callback(lambda _t: comp.advanced())
 
     def _speculate(self, uri: str, doc: TextDocument, before: str, after: str, shown: str) -> None:
-        """Compute the completion that follows `shown`, as if the user accepted it, while they read."""
+        """Compute the completion that follows `shown`, as if the user accepted it, while they read.
+
+        A suggestion that ends its line is followed by the next line: the speculation's cursor is at the start
+        of a new line after it (where the user's Enter puts it), since at the end of a finished line there is
+        nothing to add. Its answer is also kept for the end of the accepted line, with the line break in front
+        (ghost text of the next line, as Copilot shows it after an accept)."""
         settings = self.ls.settings
         if not settings.speculate or not settings.reuse or not shown.strip():
             return
         assumed = before + shown
+        if not shown.endswith("\n") and not after.split("\n", 1)[0].strip():
+            assumed += "\n"
         old = self.speculating.get(uri)
         if old is not None and old.before == assumed and old.after == after:
             return
@@ -365,6 +373,8 @@ class Completion:
         comp.link_ms, comp.daemon_ms = round(1000 * (time.perf_counter() - t0), 3), result.daemon_ms
         if self.ls.settings.reuse:
             self.cache.put(uri, comp.before, comp.after, result.text)
+            if comp.speculative and comp.before.endswith("\n") and result.text.strip():
+                self.cache.put(uri, comp.before[:-1], comp.after, "\n" + result.text)  # the end of the line
         return result.text
 
     def _metrics(self, uri: str, t0: float, comp: Computation | None, invoked: bool) -> None:
