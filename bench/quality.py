@@ -59,7 +59,7 @@ from banked.daemon.context.workspace import FileState, Workspace, digest
 from banked.daemon.context.wscache import TAIL_RESERVE, WorkspaceCache
 from banked.daemon.engines import model_store
 from banked.daemon.engines.base import Engine
-from banked.daemon.engines.generation import Generation, TextStream, run_generation
+from banked.daemon.engines.generation import Generation, TextStream, first_lines, run_generation
 from banked.daemon.engines.llamacpp import LlamaCppEngine
 from common import print_rows, report
 
@@ -597,12 +597,6 @@ def summarize(data: dict[str, Any]) -> tuple[list[list[Any]], dict[str, Any]]:
     return rows, summary
 
 
-def within_lines(raw: str, max_lines: int) -> str:
-    """What TextStream keeps of `raw` under a line limit: the text before the limit's newline."""
-    parts = raw.split("\n")
-    return raw if len(parts) <= max_lines else "\n".join(parts[:max_lines])
-
-
 def replay(path: Path, multiline: str = "auto") -> None:
     """Re-apply today's post-processing to a run's raw completions (no model): for changes to the rules."""
     data = json.loads(path.read_text())
@@ -613,7 +607,7 @@ def replay(path: Path, multiline: str = "auto") -> None:
         decision = postprocess.decide(syntax.parse_text("python", t.buffer(text)), cursor, 10, multiline)
         for name in [k for k in r if isinstance(r[k], dict)]:
             # Decoding is greedy, so a smaller line limit today is exactly the recorded text cut at that line.
-            raw = within_lines(r[name]["raw"], decision.max_lines)
+            raw = first_lines(r[name]["raw"], decision.max_lines)
             cleaned = postprocess.clean(raw, cursor, decision)
             r[name].update(
                 score({**r[name], "raw": raw, "text": cleaned, "synced_tokens": 0}, t, r["expected"], cursor)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from banked.daemon.engines.generation import TextStream
+from banked.daemon.engines.generation import TextStream, first_lines
+from hypothesis import given
+from hypothesis import strategies as st
 
 
 class ByteEngine:
@@ -31,6 +33,13 @@ def test_max_lines_cuts_at_the_newline() -> None:
     s = TextStream(ByteEngine(), max_lines=1)  # type: ignore[arg-type]
     assert feed(s, "2 * math.pi * r\n```\n") == "2 * math.pi * r"
     assert s.stopped_by == "max_lines"
+
+
+@given(st.text(alphabet="ab \n", max_size=40), st.integers(min_value=1, max_value=5))
+def test_a_recorded_answer_cut_to_fewer_lines_is_what_decoding_would_have_shown(text: str, n: int) -> None:
+    """The quality bench's replay cuts recorded answers with `first_lines`: it must match the live cut."""
+    s = TextStream(ByteEngine(), max_lines=n)  # type: ignore[arg-type]
+    assert feed(s, text) == first_lines(text, n)
 
 
 def test_utf8_split_across_tokens() -> None:
