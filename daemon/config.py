@@ -49,7 +49,7 @@ class Config:
     # The suffix window when nothing follows the cursor on its line (typing new code): in PSM order every
     # keystroke re-prefills the whole window, so a short one makes typing 3x cheaper (bench/keystroke.py).
     eol_suffix_tokens: int = 16
-    prefix_lines: int = 40  # the saved file is in the prefix already; a short tail re-prefills fast
+    prefix_lines: int = 10  # the saved file is in the prefix already; a short tail makes a jump cheap
     focus_tokens: int = 600  # the definitions the cursor needs, right before the FIM tail (0: none)
     # "recent": coldest first, the files edited lately at the hot end (a file switch re-prefills nothing);
     # "deps": the file completed in last at the hot end and its imports before it (a switch reorders the end).
