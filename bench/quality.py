@@ -220,12 +220,20 @@ def cross_file_names(t: Target, text: str, own: set[str], used: Counter[str], ot
 
 
 def choose_targets(
-    files: dict[str, str], n: int, cross: bool, seed: int, per_file: int, max_chars: int = 1 << 62
+    files: dict[str, str],
+    n: int,
+    cross: bool,
+    seed: int,
+    per_file: int,
+    max_chars: int = 1 << 62,
+    dense: bool = True,
 ) -> list[Target]:
     """`n` targets, deterministic-random, grouped by file: files are drawn at random and up to `per_file`
     targets taken from each (each file's prefix is then prefilled once, not once per target). The files
     drawn hold at most `max_chars` in all: they are the files worked on, which the daemon keeps in the
-    prefix within half its budget (a file that would not fit is passed over)."""
+    prefix within half its budget (a file that would not fit is passed over). `dense` takes the files
+    with the most targets per character first, which keeps a run short but favours small files (whose
+    targets sit near their top); otherwise files come in plain random order."""
     rng = random.Random(seed)
     names = {p: defined_names(t) for p, t in files.items()}
     by_file: dict[str, list[Target]] = {}
@@ -245,7 +253,7 @@ def choose_targets(
             by_file[rel] = pool
     order = sorted(by_file)
     rng.shuffle(order)
-    if max_chars < 1 << 62:  # room is short: the files with the most targets per character first
+    if dense and max_chars < 1 << 62:  # room is short: the files with the most targets per character first
         order.sort(key=lambda rel: -min(len(by_file[rel]), per_file) / max(len(files[rel]), 1))
     chosen: list[Target] = []
     held = 0
@@ -475,6 +483,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "cross_file": args.cross_file,
         "targets": len(results),
         "settings": {
+            "draw": args.draw,
             "prefix_lines": args.prefix_lines,
             "multiline": args.multiline,
             "suffix_tokens": args.suffix_tokens,
@@ -497,7 +506,7 @@ def run_package(source: str, n: int, args: argparse.Namespace) -> dict[str, Any]
     files = {p: f.text for p, f in scan.files.items() if p.endswith(".py")}
     budget = args.n_ctx - min(TAIL_RESERVE, args.n_ctx // 4)
     max_chars = int(HOT_SHARE * budget * CHARS_PER_TOKEN)
-    targets = choose_targets(files, n, args.cross_file, args.seed, args.per_file, max_chars)
+    targets = choose_targets(files, n, args.cross_file, args.seed, args.per_file, max_chars, args.draw == "dense")
     print(f"{len(files)} Python files in {root.name}; {len(targets)} targets in {len({t.path for t in targets})} files")
     cfg = config.Config(
         prefix_lines=args.prefix_lines,
@@ -682,6 +691,13 @@ def main() -> None:
     p.add_argument("--modes", default="workspace,file,snippets")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--per-file", type=int, default=12, help="targets taken from each file drawn (at most)")
+    p.add_argument(
+        "--draw",
+        default="dense",
+        choices=["dense", "random"],
+        help="which files targets come from: dense (most targets per character first: short runs, small files) "
+        "or random (any file that fits)",
+    )
     p.add_argument(
         "--prefix-lines", type=int, default=config.Config.prefix_lines, help="lines before the cursor in the tail"
     )
