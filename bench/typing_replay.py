@@ -253,6 +253,14 @@ def summarize(res: Result) -> dict[str, Any]:
         "p50_ms_to_suggestion": statistics.median(waits) if waits else None,
         "model_calls_per_keystroke": res.model_calls / n if n else 0.0,
         "tabs": sum(1 for k in res.keys if k.accepted),
+        "keys": [  # per key: ms since the mode began, ms to a shown suggestion (None: none), characters a Tab put in
+            [
+                round(1000 * (k.sent - res.keys[0].sent)),
+                round(1000 * (k.shown_at - k.sent)) if k.shown_at is not None else None,
+                k.accepted,
+            ]
+            for k in res.keys
+        ],
     }
 
 
@@ -271,6 +279,7 @@ async def main_async(args: argparse.Namespace) -> None:
     warm = daemon.call("warm", {"root": str(root)})
     daemon.stop()  # its snapshot is written: every mode starts from the same warm cache
     print(f"warmed {warm['tokens']:,} tokens in {time.perf_counter() - t0:.0f}s; typing {len(bodies)} bodies")
+    print(f"daemon logs in {env['BANKED_LOG_DIR']}", flush=True)
     data["modes"] = {}
     for name in args.modes.split(","):
         mode_env = dict(env)
@@ -287,7 +296,7 @@ async def main_async(args: argparse.Namespace) -> None:
             data["modes"][name] = summarize(await run_mode(mode, root, bodies, args.interval_ms / 1000, mode_env))
         finally:
             daemon.stop()
-        print(f"  {name}: {data['modes'][name]}", flush=True)
+        print(f"  {name}: { {k: v for k, v in data['modes'][name].items() if k != 'keys'} }", flush=True)
     rows = [
         [
             name,
