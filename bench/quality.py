@@ -341,6 +341,7 @@ class Mode:
         if self.with_focus:
             tail += self.wc.focus(t.path, cursor, parsed)
         t0 = time.perf_counter()
+        self.wc.forget_windows()  # every target is a jump: its window is the shortest the daemon uses
         g = Generation(
             tail + self.wc.fim_tail(t.path, cursor, max_tokens, before_it=len(tail)),
             self.wc.tpl.fim_stops,

@@ -17,13 +17,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from banked.daemon.config import Config
-from banked.daemon.context.cursor import Cursor
+from banked.daemon.context.cursor import Cursor, window_start
 from banked.daemon.context.templates import template_for
 from banked.daemon.context.workspace import Workspace
 from banked.daemon.context.wscache import WorkspaceCache
 from banked.daemon.engines.base import common_prefix
 from banked.daemon.engines.generation import Generation, TextStream, run_generation
 from banked.daemon.engines.llamacpp import LlamaCppEngine
+from hypothesis import given
+from hypothesis import strategies as st
 
 WORDS = ["alpha", "beta", "gamma", "delta", "return", "self", "value", "None", "def", "class"]
 WORDS += ["import", "for", "in", "if", "else"]
@@ -186,6 +188,50 @@ def test_typing_re_prefills_typed_tokens_plus_suffix_window(
         run_generation(wc, g)
         if k > 1:
             assert cfg.eol_suffix_tokens + 8 < g.prefilled_tokens <= 1 + cfg.suffix_tokens + 8, f"mid-line {k}"
+
+
+@given(st.integers(0, 5000), st.integers(1, 60), st.integers(0, 80), st.one_of(st.none(), st.integers(0, 5000)))
+def test_the_prefix_window_holds_the_lines_above_and_keeps_its_start_while_typing_on(
+    line: int, lines_before: int, slack: int, previous: int | None
+) -> None:
+    start = window_start(line, lines_before, slack, previous)
+    assert start <= max(0, line - lines_before)  # at least `lines_before` lines above the cursor
+    assert start >= line - lines_before - slack  # never more than `slack` lines longer
+    if previous is None or not line - lines_before - slack <= previous <= line - lines_before:
+        assert start == max(0, line - lines_before)  # a jump: exactly the lines it needs
+    for down in range(1, slack + 1):  # typing on below: the window starts where it did, until it is too long
+        if start >= line + down - lines_before - slack:
+            assert window_start(line + down, lines_before, slack, start) == start
+
+
+def test_a_jump_prefills_a_short_window_that_stays_put_while_typing_on(
+    tmp_path: Path, cfg: Config, engine: LlamaCppEngine
+) -> None:
+    """The first call at a new place pays for its whole tail at the workspace's depth: its window is only
+    `prefix_lines` lines, and typing on below it re-prefills nothing of it."""
+    World(tmp_path / "ws", random.Random(11))
+    ws = Workspace(tmp_path / "ws")
+    wc = WorkspaceCache(ws, engine, template_for(engine), cfg)
+    ws.scan()
+    wc.sync()
+    rel = "pkg/mod1.py"
+    lines = [rand_line(random.Random(i)) for i in range(120)]
+    row = 95  # far from a multiple of 50: a window aligned to 50 lines would start 45 lines up
+    lines[row] = ""
+
+    def complete(row: int, col: int) -> Generation:
+        g = Generation(wc.fim_tail(rel, Cursor.at("\n".join(lines), row, col)), set(), 1, TextStream(engine))
+        run_generation(wc, g)
+        return g
+
+    jump = complete(row, 0)
+    window = len(wc.tpl.tokens("\n".join(lines[row - cfg.prefix_lines : row]) + "\n"))
+    assert jump.prefilled_tokens <= window + cfg.eol_suffix_tokens + 16
+    for k, typed in enumerate(["value = alpha", "return value", "if beta:"]):  # three new lines below it
+        lines[row + k] = typed
+        lines.insert(row + k + 1, "")
+        g = complete(row + k + 1, 0)
+        assert g.prefilled_tokens <= len(wc.tpl.tokens(typed)) + cfg.eol_suffix_tokens + 16, f"line {k + 1}"
 
 
 def test_a_request_prefills_its_tail_in_large_steps_and_stays_exact(

@@ -71,8 +71,21 @@ class Cursor:
         head = sum(len(s.encode("utf-8", "surrogatepass")) + 1 for s in self.lines[: self.line])
         return head + len(self.before.encode("utf-8", "surrogatepass"))
 
-    def window(self, lines_before: int, align: int = 50) -> str:
-        """The text before the cursor from a start line aligned down to a multiple of `align`, so it does not
-        move while the user types: at least `lines_before` whole lines (fewer only at the top of the file)."""
-        start = ((self.line - lines_before) // align) * align if self.line > lines_before else 0
-        return "\n".join([*self.lines[start : self.line], self.before])
+    def window(self, start: int) -> str:
+        """The text before the cursor from line `start` (0-based) on."""
+        return "\n".join([*self.lines[max(0, min(start, self.line)) : self.line], self.before])
+
+
+def window_start(line: int, lines_before: int, slack: int, previous: int | None = None) -> int:
+    """The first line of the FIM tail's prefix window for a cursor on `line`.
+
+    A jump (no usable `previous`) gets exactly `lines_before` lines: the first call at a new place prefills
+    the whole window at the workspace's depth, the costliest thing a keystroke can cause, so it is kept
+    short (the saved file is in the prefix already). While the user types on below it, the start stays put
+    (every line of it re-prefilled otherwise) until the window is `slack` lines longer than it needs to be;
+    a cursor moved above `previous + lines_before` starts a new window, since the lines right above the
+    cursor matter most."""
+    fresh = max(0, line - lines_before)
+    if previous is not None and fresh - slack <= previous <= fresh:
+        return previous
+    return fresh

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from banked.daemon.config import Config
 from banked.daemon.context import focus, repomap, secrets, syntax
-from banked.daemon.context.cursor import Cursor
+from banked.daemon.context.cursor import Cursor, window_start
 from banked.daemon.context.templates import QwenCoderTemplate
 from banked.daemon.context.workspace import Changes, Workspace, digest
 from banked.daemon.engines.base import Engine, OnProgress, ShouldStop, common_prefix, never
@@ -37,6 +37,8 @@ TAIL_RESERVE = 4096
 TAIL_CHARS = 8 * TAIL_RESERVE
 #: Lines the prefix window loses at a time from its start when it does not fit.
 WINDOW_STEP = 10
+#: Lines a prefix window may grow by as the user types on below its start before it starts again.
+WINDOW_SLACK = 50
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ class WorkspaceCache:
         self.lock = threading.RLock()
         self._focus_key: tuple[tuple[str, int, str], ...] | None = None
         self._focus_ids: list[int] = []
+        self._window_starts: dict[str, int] = {}  # path -> the first line of its last prefix window
 
     # -- the desired prefix ----------------------------------------------------------------
 
@@ -338,12 +341,16 @@ class WorkspaceCache:
         """The FIM tail for `cursor` in the buffer of `path`, leaving room for `max_tokens` of answer and for
         `before_it` tokens of other tail (the focus segment).
 
-        The prefix window starts on a line aligned to 50, so it does not move while the user types;
-        the suffix is cut to `suffix_tokens` (`eol_suffix_tokens` when nothing follows the cursor on its
-        line) at a line boundary where possible.
+        The prefix window is `prefix_lines` long after a jump and keeps its start while the user types on
+        below it (`window_start`); the suffix is cut to `suffix_tokens` (`eol_suffix_tokens` when nothing
+        follows the cursor on its line) at a line boundary where possible.
         """
         # Characters are bounded before tokenizing: a one-line 4 MB file must not become 4 MB of tokens.
-        before = cursor.window(self.cfg.prefix_lines)[-TAIL_CHARS:]
+        with self.lock:
+            start = self._window_starts[path] = window_start(
+                cursor.line, self.cfg.prefix_lines, WINDOW_SLACK, self._window_starts.get(path)
+            )
+        before = cursor.window(start)[-TAIL_CHARS:]
         limit = max(self.suffix_limit(cursor), 0)
         after = "\n".join([cursor.rest, *cursor.below(limit)])[: 16 * limit]
         if not self.cfg.include_secrets:
@@ -352,6 +359,11 @@ class WorkspaceCache:
         room = self.reserve - (self.cfg.max_tokens if max_tokens is None else max_tokens) - len(a) - before_it - 32
         b = self._prefix_window(before, max(room, 0))
         return self.tpl.fim(path, b, a, self.cfg.fim_order)
+
+    def forget_windows(self) -> None:
+        """The next tail in every file is a jump's (bench/quality.py measures each target as one)."""
+        with self.lock:
+            self._window_starts.clear()
 
     def _prefix_window(self, before: str, room: int) -> list[int]:
         """`before` as tokens within `room`. Too long, it loses whole lines from its start in steps of
