@@ -142,6 +142,15 @@ def test_incremental_equals_fresh_prefill(tmp_path: Path, cfg: Config, tiny_mode
     assert checks >= 20
 
 
+def warm_world(tmp_path: Path, seed: int, cfg: Config, engine: LlamaCppEngine) -> WorkspaceCache:
+    """A random workspace under tmp_path/ws, scanned and prefilled."""
+    World(tmp_path / "ws", random.Random(seed))
+    wc = WorkspaceCache(Workspace(tmp_path / "ws"), engine, template_for(engine), cfg)
+    wc.ws.scan()
+    wc.sync()
+    return wc
+
+
 def test_an_edit_re_prefills_only_what_follows(tmp_path: Path, cfg: Config, engine: LlamaCppEngine) -> None:
     world = World(tmp_path / "ws", random.Random(7))
     ws = Workspace(tmp_path / "ws")
@@ -163,11 +172,7 @@ def test_an_edit_re_prefills_only_what_follows(tmp_path: Path, cfg: Config, engi
 def test_typing_re_prefills_typed_tokens_plus_suffix_window(
     tmp_path: Path, cfg: Config, engine: LlamaCppEngine
 ) -> None:
-    World(tmp_path / "ws", random.Random(3))
-    ws = Workspace(tmp_path / "ws")
-    wc = WorkspaceCache(ws, engine, template_for(engine), cfg)
-    ws.scan()
-    wc.sync()
+    wc = warm_world(tmp_path, 3, cfg, engine)
     rel = "pkg/mod3.py"
     text = (tmp_path / "ws" / rel).read_text() + "\n".join(rand_line(random.Random(i)) for i in range(40))
     lines = text.split("\n")
@@ -209,11 +214,7 @@ def test_a_jump_prefills_a_short_window_that_stays_put_while_typing_on(
 ) -> None:
     """The first call at a new place pays for its whole tail at the workspace's depth: its window is only
     `prefix_lines` lines, and typing on below it re-prefills nothing of it."""
-    World(tmp_path / "ws", random.Random(11))
-    ws = Workspace(tmp_path / "ws")
-    wc = WorkspaceCache(ws, engine, template_for(engine), cfg)
-    ws.scan()
-    wc.sync()
+    wc = warm_world(tmp_path, 11, cfg, engine)
     rel = "pkg/mod1.py"
     lines = [rand_line(random.Random(i)) for i in range(120)]
     row = 95  # far from a multiple of 50: a window aligned to 50 lines would start 45 lines up

@@ -345,11 +345,11 @@ class WorkspaceCache:
         below it (`window_start`); the suffix is cut to `suffix_tokens` (`eol_suffix_tokens` when nothing
         follows the cursor on its line) at a line boundary where possible.
         """
-        # Characters are bounded before tokenizing: a one-line 4 MB file must not become 4 MB of tokens.
         with self.lock:
             start = self._window_starts[path] = window_start(
                 cursor.line, self.cfg.prefix_lines, WINDOW_SLACK, self._window_starts.get(path)
             )
+        # Characters are bounded before tokenizing: a one-line 4 MB file must not become 4 MB of tokens.
         before = cursor.window(start)[-TAIL_CHARS:]
         limit = max(self.suffix_limit(cursor), 0)
         after = "\n".join([cursor.rest, *cursor.below(limit)])[: 16 * limit]
