@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from banked.lsp import text
+from banked.lsp.features.completion import next_piece
 from banked.lsp.settings import Settings
 from lsprotocol import types
 
@@ -58,3 +59,11 @@ def test_settings_accept_both_shapes_and_ignore_junk() -> None:
     s2 = s.updated({"debounce_ms": "fast", "enabled": "yes", "unknown": 1, "socket": "/tmp/x.sock"})
     assert s2.debounce_ms == 10 and s2.enabled is True and s2.socket == "/tmp/x.sock"
     assert not s2.updated({"enabled": False}).language_enabled("go")
+
+
+def test_a_piece_ends_at_a_whole_word_or_at_the_end_of_its_line() -> None:
+    assert next_piece("outcome = Result.from_ca") == "outcome = Result."  # `from_ca` may still grow
+    assert next_piece("outcome = Result.from_call(") == "outcome = Result.from_call("
+    assert next_piece("outcome\n        return outcome") == "outcome"  # the line ended: the word is whole
+    assert next_piece("\n        outc") is None  # only a line break and a half word so far
+    assert next_piece("\n        outcome = ") == "\n        outcome ="

@@ -9,9 +9,12 @@ each technique off):
   an undo finds its suggestion again;
 - **shared computations**: a model call already running for the text the user is
   typing on from is followed, not cancelled and started again;
-- **lines as they come**: a request following a running call is answered as soon
-  as the model has written a whole line past what the user typed; the call goes on
-  (so Tab, then Enter, finds the next line) while the user's typing still fits it;
+- **words as they come**: a request following a running call is answered as soon
+  as the model has written a whole word past what the user typed (the line so far,
+  up to its last whole word, or the whole line once it ends); the call goes on (so
+  the next key shows more, and Tab, then Enter, finds the next line) while the
+  user's typing still fits it. On a CPU a line takes a second or two to decode, the
+  user types 4 keys a second: waiting for the whole line left those keys dark;
 - **speculation**: when a suggestion is shown, the one after it (as if accepted)
   is computed at background priority while the user reads, so Tab shows the
   continuation at once; after a suggestion that ends its line, that is the next
@@ -26,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -42,6 +46,7 @@ if TYPE_CHECKING:
     from banked.lsp.server import BankedServer
 
 log = logging.getLogger(__name__)
+_LAST_WORD = re.compile(r"\w+\Z")
 METRICS = "banked/metrics"
 MODEL_CALL = "banked/modelCall"  # one per request sent to the daemon, when metrics are on (bench/typing.py)
 
@@ -79,13 +84,14 @@ class Computation:
             return head[len(self.before) :]
         return "" if toward and self.speculative and self.before.startswith(head) else None
 
-    def ready_line(self, doc_text: str) -> str | None:
-        """The next whole line the model has written past what the user typed, if the user typed from this
-        call's own `before` (a line can be shown before the call finishes: the user reads while it goes on)."""
+    def ready_piece(self, doc_text: str) -> str | None:
+        """What the model has written past what the user typed, up to the end of its first line of code or,
+        while that line is unfinished, its last whole word; if the user typed from this call's own `before`
+        (a piece can be shown before the call finishes: the user reads and types while it goes on)."""
         typed = self.typed(doc_text, toward=False)
         if typed is None or not self.partial.startswith(typed):
             return None
-        return next_line(self.partial[len(typed) :])
+        return next_piece(self.partial[len(typed) :])
 
     def advanced(self) -> None:
         """Wake everyone following this call: it wrote more, or finished."""
@@ -235,7 +241,7 @@ class Completion:
         self, uri: str, comp: Computation, version: int | None, before: str, after: str, position: types.Position
     ) -> tuple[Suggestion | None, bool]:
         """Follow a running call for the buffer at `version`: its answer (from the cache it goes into) once
-        it finishes, or a whole line of it as soon as there is one past what the user typed. The flag says
+        it finishes, or a piece of it as soon as there is one past what the user typed (`next_piece`). The flag says
         whether the outcome is final (False: the call was dropped or its answer does not fit; ask again)."""
         doc = self.ls.workspace.get_text_document(uri)
         assert comp.task is not None
@@ -247,10 +253,10 @@ class Completion:
                     found = self._reuse(uri, before, after, position)
                     dropped = comp.task.cancelled() or (comp.task.exception() is not None)
                     return found, found is not None or (not dropped and comp.before == before)
-                line = comp.ready_line(doc.source)
-                if line:
+                piece = comp.ready_piece(doc.source)
+                if piece:
                     comp.shown = True  # the user may type into the rest: keep the call going
-                    return Suggestion(line, types.Range(start=position, end=position)), True
+                    return Suggestion(piece, types.Range(start=position, end=position)), True
                 await progress.wait()
             return None, True  # typed on: the editor asks again
         finally:
@@ -401,12 +407,17 @@ class Completion:
                     await comp.task
 
 
-def next_line(rest: str) -> str | None:
-    """The first whole line of `rest` that has code in it, with the line breaks before it (None while the
-    model is still writing it). Trailing blanks are left out: the user types them only with what follows."""
+def next_piece(rest: str) -> str | None:
+    """The first line of `rest` that has code in it, with the line breaks before it: whole once the model
+    ended it, else up to its last whole word (the last one written may still grow: `Res` before `ult`).
+    None while there is no whole word yet. Trailing blanks are left out: the user types them only with what
+    follows."""
     start = len(rest) - len(rest.lstrip())
     end = rest.find("\n", start)
-    return rest[:end].rstrip() if end > start else None
+    if end > start:
+        return rest[:end].rstrip()
+    piece = _LAST_WORD.sub("", rest).rstrip()
+    return piece if len(piece) > start else None
 
 
 def split(doc: TextDocument, position: types.Position) -> tuple[str, str]:
