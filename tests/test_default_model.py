@@ -64,3 +64,26 @@ def test_explain_returns_prose_about_the_code(real_daemon) -> None:  # type: ign
     words = re.findall(r"[A-Za-z]+", r["text"])
     assert len(words) >= 15, r["text"]
     assert re.search(r"perimeter|rectangle", r["text"], re.I), r["text"]
+
+
+def test_a_one_line_answer_comes_with_the_next_line_and_the_cache_has_it_after_enter(real_daemon) -> None:  # type: ignore[no-untyped-def]
+    d, ws = real_daemon
+    path = ws / "report.py"
+    lines = path.read_text().split("\n")
+    at = next(i for i, ln in enumerate(lines) if ln.strip().startswith('rows.append(f"circle'))
+    lines[at] = "        rows.append("  # typing the loop's body anew: what follows it is gone too
+    del lines[at + 1 : at + 5]
+    text = "\n".join(lines)
+    ask = {"path": str(path), "text": text, "line": at, "col": len(lines[at]), "max_tokens": 48, "reuse": False}
+    with d.client() as c:
+        alone = c.call("complete", {**ask, "lookahead": 0})
+        with_next = c.call("complete", {**ask, "lookahead": 1})
+        assert with_next["text"] == alone["text"] and alone["text"].endswith(")"), (alone, with_next)
+        assert alone["ahead"] == ""
+        nxt = with_next["ahead"].split("\n")[0]
+        assert nxt.startswith("    ") and nxt.strip(), with_next  # a line of the function body
+        # Enter after accepting: the daemon's cache has the next line, no model call
+        lines[at] += with_next["text"]
+        after_enter = "\n".join([*lines[: at + 1], "", *lines[at + 1 :]])
+        r = c.call("complete", {"path": str(path), "text": after_enter, "line": at + 1, "col": 0, "max_tokens": 48})
+    assert r["cached"] and r["text"] == nxt, r

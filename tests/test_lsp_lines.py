@@ -121,3 +121,58 @@ async def test_words_are_shown_before_the_call_ends_and_the_next_lines_follow_fr
         with contextlib.suppress(Exception):
             await client.shutdown_session()
         await client.stop()
+
+
+class AheadDaemon(SlowDaemon):
+    """Answers `complete` with one line and, when asked for a lookahead, the line after it: what the real
+    daemon does at the end of a line (tests/test_default_model.py checks it on the real model)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[tuple[int, int, int]] = []  # (line, col, lookahead) of each complete call
+
+    async def _answer(self, writer: asyncio.StreamWriter, msgid: int, method: str, params: Any) -> None:
+        if method != "complete":
+            await super()._answer(writer, msgid, method, params)
+            return
+        self.completes += 1
+        self.asked.append((params["line"], params["col"], params.get("lookahead", 0)))
+        ahead = "    y = 2" if params.get("lookahead") else ""
+        for piece in ("x = 1\n", ahead):
+            await asyncio.sleep(PIECE_S)
+            writer.write(rpc.notification(protocol.TEXT, {"id": msgid, "text": piece}))
+        result = protocol.CompleteResult(
+            text="x = 1", raw_text="x = 1", decision="one line", path="f.py", workspace=params["path"],
+            daemon_ms=1.0, reused_tokens=0, prefilled_tokens=0, generated_tokens=6, ttft_ms=1.0, total_ms=1.0,
+            engine="test", model="test", ahead=ahead,
+        )  # fmt: skip
+        writer.write(rpc.response(msgid, None, msgpack.unpackb(rpc.pack(protocol.encode(result)))))
+        self.finished += 1
+
+
+async def test_the_line_written_ahead_is_shown_after_enter_without_another_call(
+    banked_env: dict[str, str], tmp_path: Path
+) -> None:
+    d = AheadDaemon()
+    run = Path(banked_env["BANKED_RUNTIME_DIR"])
+    run.mkdir(mode=0o700, parents=True, exist_ok=True)
+    await d.serve(run / "daemon.sock")
+    ws = make_files(tmp_path / "ws", {"f.py": "def f():\n    \n"})
+    client: LanguageClient
+    client, editor = await start_lsp(banked_env, ws, options={"autostart": False})
+    try:
+        uri = editor.open(ws / "f.py")
+        assert await text_of(editor.inline(uri, 1, 4)) == "x = 1"
+        await editor.wait_for(lambda: d.finished == 1, timeout=10)
+        assert d.asked == [(1, 4, 1)], "the language server did not ask for the next line"
+        editor.type(uri, 1, 4, "x = 1")  # Tab
+        assert await text_of(editor.inline(uri, 1, 9)) == "\n    y = 2"  # the next line, as ghost text
+        editor.type(uri, 1, 9, "\n    ")  # Enter, auto-indented
+        assert await text_of(editor.inline(uri, 2, 4)) == "y = 2"
+        assert all(line != 2 for line, _, _ in d.asked), f"the next line needed its own call: {d.asked}"
+    finally:
+        with contextlib.suppress(Exception):
+            await client.shutdown_session()
+        await client.stop()
+        assert d.server is not None
+        d.server.close()

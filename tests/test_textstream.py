@@ -56,3 +56,16 @@ def test_byte_level_pieces_decode_back_to_bytes() -> None:
     dec = _byte_decoder()
     piece = "".join(symbols[b] for b in "  café ☕\n".encode())
     assert bytes(dec[ch] for ch in piece).decode() == "  café ☕\n"
+
+
+@given(st.text(alphabet="ab \n", max_size=40), st.integers(min_value=1, max_value=12))
+def test_lines_ahead_never_change_the_answer(text: str, budget: int) -> None:
+    """A completion's lookahead goes on after its one-line answer; the answer (its first line) must be what
+    a stream without lookahead, stopped at the same token budget, shows."""
+    alone = TextStream(ByteEngine(), max_lines=1)  # type: ignore[arg-type]
+    shown_alone = feed(alone, text.encode()[:budget].decode())  # the generation stops at its budget
+    ahead = TextStream(ByteEngine(), max_lines=2, answer_lines=1, answer_tokens=budget)  # type: ignore[arg-type]
+    shown_ahead = feed(ahead, text)
+    assert first_lines(shown_ahead, 1) == shown_alone
+    if "\n" not in text.encode()[:budget].decode():
+        assert ahead.stopped_by == "answer_tokens" or len(text) <= budget

@@ -29,6 +29,11 @@ class TextStream:
     stop_strings: Sequence[str] = ()
     max_lines: int = 0  # 0 = unlimited
     stop_when: Callable[[str], bool] | None = None  # the text so far is already complete (a shape rule)
+    # With lines written ahead of the answer (a completion's lookahead), the answer's own budget: its first
+    # `answer_lines` lines must end within `answer_tokens` tokens, or it stops there, as it would without them.
+    answer_lines: int = 0
+    answer_tokens: int = 0
+    tokens: int = 0
     text: str = ""
     stopped_by: str = ""
     _emitted: int = 0
@@ -39,6 +44,7 @@ class TextStream:
     def feed(self, token: int) -> str:
         """Add one token; returns the newly safe-to-show text ("" if none)."""
         self.text += self._decoder.decode(self.engine.detokenize([token]))
+        self.tokens += 1
         return self._release()
 
     def finish(self) -> str:
@@ -58,6 +64,9 @@ class TextStream:
                 final = True
         if self.stop_when is not None and not self.stopped_by and self.stop_when(self.text):
             self.stopped_by = "shape"
+            final = True
+        if self.answer_tokens and self.tokens >= self.answer_tokens and self.text.count("\n") < self.answer_lines:
+            self.stopped_by = "answer_tokens"
             final = True
         if self.max_lines and self.text.count("\n") >= self.max_lines:
             self.text = first_lines(self.text, self.max_lines)

@@ -70,6 +70,9 @@ class CompleteParams(FileParams, kw_only=True):
     raw: bool = False  # skip post-processing (benches, tests)
     speculative: bool = False  # ahead of need (the next completion if this one is accepted): background priority
     reuse: bool = True  # may be answered from the daemon's cache of recent completions
+    # lines to go on writing past a one-line answer at the end of its line (streamed, returned as `ahead`, not
+    # part of `text`): the next line as if this one is accepted, without a new prefill
+    lookahead: NonNegative = 0
 
 
 class ChatParams(FileParams, kw_only=True):
@@ -139,6 +142,7 @@ class CompleteResult(Timings, kw_only=True):
     workspace: str
     daemon_ms: float  # all of this request's time in the daemon
     cached: bool = False  # answered from the cache of recent completions, without the model
+    ahead: str = ""  # the `lookahead` lines the model wrote after `text` and its line break ("" if none)
 
 
 class ChatResult(Timings, kw_only=True):

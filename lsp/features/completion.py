@@ -15,10 +15,14 @@ each technique off):
   the next key shows more, and Tab, then Enter, finds the next line) while the
   user's typing still fits it. On a CPU a line takes a second or two to decode, the
   user types 4 keys a second: waiting for the whole line left those keys dark;
+- **lookahead**: a call for a one-line suggestion that ends its line goes on to
+  write the next line (streamed, and cached for after Enter), so the next line
+  needs no new call: only its decoding, no prefill;
 - **speculation**: when a suggestion is shown, the one after it (as if accepted)
   is computed at background priority while the user reads, so Tab shows the
   continuation at once; after a suggestion that ends its line, that is the next
-  line (shown after the accept, and found again after Enter and auto-indent).
+  line (shown after the accept, and found again after Enter and auto-indent),
+  unless the lookahead already has it.
 
 A computation whose text the user has moved away from is cancelled, and an answer
 is never shown unless it fits the buffer as it is when the answer is given.
@@ -47,6 +51,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _LAST_WORD = re.compile(r"\w+\Z")
+# Lines the daemon goes on writing past a one-line answer that ends its line (`lookahead`): the next line is
+# there when the user presses Enter, from the same call (a speculation would prefill the tail again first).
+LOOKAHEAD_LINES = 1
 METRICS = "banked/metrics"
 MODEL_CALL = "banked/modelCall"  # one per request sent to the daemon, when metrics are on (bench/typing.py)
 
@@ -353,6 +360,7 @@ class Completion:
             max_lines=self.ls.settings.max_lines,
             speculative=comp.speculative,
             reuse=self.ls.settings.reuse,
+            lookahead=LOOKAHEAD_LINES if self.ls.settings.speculate and self.ls.settings.reuse else 0,
         )
 
         def streamed(_method: str, note: dict[str, object]) -> None:
@@ -381,6 +389,10 @@ class Completion:
             self.cache.put(uri, comp.before, comp.after, result.text)
             if comp.speculative and comp.before.endswith("\n") and result.text.strip():
                 self.cache.put(uri, comp.before[:-1], comp.after, "\n" + result.text)  # the end of the line
+            nxt = result.ahead.split("\n", 1)[0]
+            if nxt.strip():  # the line the model wrote after this one: after Enter, and at the end of this one
+                self.cache.put(uri, comp.before + result.text + "\n", comp.after, nxt)
+                self.cache.put(uri, comp.before + result.text, comp.after, "\n" + nxt)
         return result.text
 
     def _metrics(self, uri: str, t0: float, comp: Computation | None, invoked: bool) -> None:
