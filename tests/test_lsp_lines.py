@@ -150,7 +150,7 @@ class AheadDaemon(SlowDaemon):
         self.finished += 1
 
 
-async def test_the_line_written_ahead_is_shown_after_enter_without_another_call(
+async def test_the_line_written_ahead_is_shown_after_enter_and_the_one_after_it_is_speculated(
     banked_env: dict[str, str], tmp_path: Path
 ) -> None:
     d = AheadDaemon()
@@ -164,7 +164,10 @@ async def test_the_line_written_ahead_is_shown_after_enter_without_another_call(
         uri = editor.open(ws / "f.py")
         assert await text_of(editor.inline(uri, 1, 4)) == "x = 1"
         await editor.wait_for(lambda: d.finished == 1, timeout=10)
-        assert d.asked == [(1, 4, 1)], "the language server did not ask for the next line"
+        assert d.asked[0] == (1, 4, 1), "the language server did not ask for the next line"
+        # and at once, before the user gets there, a speculation for the line after the one written ahead
+        await editor.wait_for(lambda: len(d.asked) > 1, timeout=5)
+        assert d.asked[1][:2] == (3, 0), d.asked
         editor.type(uri, 1, 4, "x = 1")  # Tab
         assert await text_of(editor.inline(uri, 1, 9)) == "\n    y = 2"  # the next line, as ghost text
         editor.type(uri, 1, 9, "\n    ")  # Enter, auto-indented

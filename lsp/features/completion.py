@@ -391,8 +391,12 @@ class Completion:
                 self.cache.put(uri, comp.before[:-1], comp.after, "\n" + result.text)  # the end of the line
             nxt = result.ahead.split("\n", 1)[0]
             if nxt.strip():  # the line the model wrote after this one: after Enter, and at the end of this one
-                self.cache.put(uri, comp.before + result.text + "\n", comp.after, nxt)
-                self.cache.put(uri, comp.before + result.text, comp.after, "\n" + nxt)
+                line_end = comp.before + result.text
+                self.cache.put(uri, line_end + "\n", comp.after, nxt)
+                self.cache.put(uri, line_end, comp.after, "\n" + nxt)
+                doc = self.ls.workspace.text_documents.get(uri)
+                if not comp.speculative and doc is not None:  # and the line after that, while the user types
+                    self._speculate(uri, doc, line_end + "\n", comp.after, nxt)
         return result.text
 
     def _metrics(self, uri: str, t0: float, comp: Computation | None, invoked: bool) -> None:
