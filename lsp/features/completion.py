@@ -114,8 +114,9 @@ class Computation:
         n = min(len(typed), len(self.partial))
         return typed[:n] == self.partial[:n]
 
-    def cancel(self) -> None:
-        if self.task is not None:
+    def cancel(self, why: str = "") -> None:
+        if self.task is not None and not self.task.done():
+            log.debug("dropping the call for %d chars before: %s", len(self.before), why)
             self.task.cancel()
 
 
@@ -175,7 +176,7 @@ class Completion:
         for table in (self.computing, self.speculating):
             comp = table.get(uri)
             if comp is not None and (doc is None or not self.ls.settings.reuse or not comp.fits(doc.source)):
-                comp.cancel()
+                comp.cancel("the buffer no longer fits it")
                 table.pop(uri, None)
 
     def closed(self, uri: str) -> None:
@@ -308,12 +309,12 @@ class Completion:
 
     def _abandoned(self, comp: Computation) -> None:
         if comp.waiters == 0 and comp.task is not None and not comp.task.done():
-            comp.cancel()
+            comp.cancel("nobody waits for it")
 
     def _start(self, uri: str, doc: TextDocument, before: str, after: str, position: types.Position) -> Computation:
         old = self.computing.pop(uri, None)
         if old is not None:
-            old.cancel()
+            old.cancel("a new request replaces it")
         pos = doc.position_codec.position_from_client_units(doc.lines, position)
         comp = self.computing[uri] = Computation(before, after)
         self._launch(uri, comp, doc.source, pos.line, pos.character)
@@ -340,7 +341,7 @@ class Completion:
         if old is not None and old.before == assumed and old.after == after:
             return
         if old is not None:
-            old.cancel()
+            old.cancel("a new speculation replaces it")
         if self.cache.get(uri, assumed, after) is not None:
             return
         lines = assumed.split("\n")
@@ -367,7 +368,7 @@ class Completion:
             comp.partial += str(note.get("text", ""))
             doc = self.ls.workspace.text_documents.get(uri)
             if doc is not None and not comp.fits(doc.source):
-                comp.cancel()  # the model has written something the user did not type: drop it now
+                comp.cancel(f"the model wrote {comp.partial!r}")  # the user did not type that: drop it now
             comp.advanced()
 
         self.model_calls += 1
@@ -385,6 +386,7 @@ class Completion:
             log.info("%s completion: %s", "speculative" if comp.speculative else "a", exc)
             return None
         comp.link_ms, comp.daemon_ms = round(1000 * (time.perf_counter() - t0), 3), result.daemon_ms
+        log.debug("answered for %d chars before: %r, ahead %r", len(comp.before), result.text, result.ahead)
         if self.ls.settings.reuse:
             self.cache.put(uri, comp.before, comp.after, result.text)
             if comp.speculative and comp.before.endswith("\n") and result.text.strip():
