@@ -123,6 +123,29 @@ async def test_words_are_shown_before_the_call_ends_and_the_next_lines_follow_fr
         await client.stop()
 
 
+async def test_a_call_whose_words_were_shown_goes_on_when_nobody_waits_for_it(
+    banked_env: dict[str, str], slow: SlowDaemon, tmp_path: Path
+) -> None:
+    """The user types, a word of the running call is shown, and nobody waits for the call for a moment: it
+    must go on (the user reads it and may type into it), not be dropped as abandoned."""
+    ws = make_files(tmp_path / "ws", {"f.py": "def f():\n    \n"})
+    client: LanguageClient
+    client, editor = await start_lsp(banked_env, ws, options={"autostart": False, "speculate": False})
+    try:
+        uri = editor.open(ws / "f.py")
+        first = editor.inline(uri, 1, 4)
+        await asyncio.sleep(PIECE_S * 2 / 3)  # the call runs; its first piece is not written yet
+        editor.type(uri, 1, 4, "x")
+        assert await text_of(editor.inline(uri, 1, 5)) == " ="
+        assert await text_of(first) == ""  # typed over
+        await editor.wait_for(lambda: slow.finished == 1, timeout=10)
+        assert slow.completes == 1
+    finally:
+        with contextlib.suppress(Exception):
+            await client.shutdown_session()
+        await client.stop()
+
+
 class AheadDaemon(SlowDaemon):
     """Answers `complete` with one line and, when asked for a lookahead, the line after it: what the real
     daemon does at the end of a line (tests/test_default_model.py checks it on the real model)."""

@@ -308,7 +308,7 @@ class Completion:
             asyncio.get_running_loop().call_later(0.15, self._abandoned, comp)
 
     def _abandoned(self, comp: Computation) -> None:
-        if comp.waiters == 0 and comp.task is not None and not comp.task.done():
+        if comp.waiters == 0 and not comp.shown and comp.task is not None and not comp.task.done():
             comp.cancel("nobody waits for it")
 
     def _start(self, uri: str, doc: TextDocument, before: str, after: str, position: types.Position) -> Computation:
