@@ -202,3 +202,35 @@ async def test_the_line_written_ahead_is_shown_after_enter_and_the_one_after_it_
         await client.stop()
         assert d.server is not None
         d.server.close()
+
+
+async def test_a_request_whose_call_the_model_took_elsewhere_asks_again_without_a_debounce(
+    banked_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The user typed `y` and the next request followed the running call; the model then writes `x`: the
+    request asks again for the text with the `y` at once. It has waited for this text already, so the
+    debounce (here 10 s, to tell the two apart) would only make the suggestion later."""
+    d = AheadDaemon()
+    run = Path(banked_env["BANKED_RUNTIME_DIR"])
+    run.mkdir(mode=0o700, parents=True, exist_ok=True)
+    await d.serve(run / "daemon.sock")
+    ws = make_files(tmp_path / "ws", {"f.py": "def f():\n    \n"})
+    client: LanguageClient
+    options = {"autostart": False, "speculate": False, "debounceMs": 10_000}
+    client, editor = await start_lsp(banked_env, ws, options=options)
+    try:
+        uri = editor.open(ws / "f.py")
+        first = editor.inline(uri, 1, 4)  # invoked: no debounce
+        await asyncio.sleep(PIECE_S / 3)  # the call runs; nothing written yet
+        editor.type(uri, 1, 4, "y")
+        second = editor.inline(uri, 1, 5, invoked=False)  # follows the call, which fits the `y` so far
+        assert await text_of(first) == ""
+        await editor.wait_for(lambda: len(d.asked) == 2, timeout=5)
+        assert d.asked == [(1, 4, 0), (1, 5, 0)]
+        assert await text_of(second) == "x = 1"  # the double's answer, for the text with the `y`
+    finally:
+        with contextlib.suppress(Exception):
+            await client.shutdown_session()
+        await client.stop()
+        assert d.server is not None
+        d.server.close()

@@ -217,6 +217,7 @@ class Completion:
         version = doc.version
         before, after = split(doc, position)
         log.debug("request v%d at %s:%s (%d chars before)", version, position.line, position.character, len(before))
+        followed = False
         if settings.reuse:
             found = self._reuse(uri, before, after, position)
             if found is None and (comp := self._sharable(uri, doc.source)) is not None:
@@ -224,10 +225,13 @@ class Completion:
                 found, final = await self._follow(uri, comp, version, before, after, position)
                 if found is None and final:
                     return None
+                followed = True
             if found is not None:
                 self._metrics(uri, t0, None, invoked)
                 return found
-        if not invoked and settings.debounce_ms:
+        # The debounce keeps a burst of keys from starting a call each. A request that followed a call until
+        # the model took it elsewhere has waited already, for this very text: it asks again at once.
+        if not invoked and settings.debounce_ms and not followed:
             await asyncio.sleep(settings.debounce_ms / 1000)
         if doc.version != version:
             return None
