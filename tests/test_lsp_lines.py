@@ -98,24 +98,26 @@ async def test_words_are_shown_before_the_call_ends_and_the_next_lines_follow_fr
     client, editor = await start_lsp(banked_env, ws, options={"autostart": False, "speculate": False})
     try:
         uri = editor.open(ws / "f.py")
-        first = await text_of(editor.inline(uri, 1, 4))
+        first = await text_of(editor.inline(uri, 1, 4, invoked=False))
         assert first == "x =", "the first words were held back until the model finished their line"
         assert slow.finished == 0
         editor.type(uri, 1, 4, first)  # Tab
-        assert await text_of(editor.inline(uri, 1, 7)) == " 1"  # the rest of the line, once it is written
+        assert (
+            await text_of(editor.inline(uri, 1, 7, invoked=False)) == " 1"
+        )  # the rest of the line, once it is written
         editor.type(uri, 1, 7, " 1")  # Tab
-        ghost = await text_of(editor.inline(uri, 1, 9))  # the next line, as far as it is written
+        ghost = await text_of(editor.inline(uri, 1, 9, invoked=False))  # the next line, as far as it is written
         assert ghost.startswith("\n    y") and "\n    y = x + 1".startswith(ghost), ghost
         editor.type(uri, 1, 9, "\n    ")  # Enter, auto-indented
-        shown = await text_of(editor.inline(uri, 2, 4))
+        shown = await text_of(editor.inline(uri, 2, 4, invoked=False))
         assert shown and "y = x + 1".startswith(shown), shown
         editor.type(uri, 2, 4, "y = x")  # typing through the line
-        shown = await text_of(editor.inline(uri, 2, 9))
+        shown = await text_of(editor.inline(uri, 2, 9, invoked=False))
         assert shown and " + 1".startswith(shown), shown
         assert slow.completes == 1, "the rest of the block needed another model call"
         await editor.wait_for(lambda: slow.finished == 1, timeout=10)
         editor.type(uri, 2, 9, " + 1\n    ")
-        assert await text_of(editor.inline(uri, 3, 4)) == "return y"  # from the finished answer
+        assert await text_of(editor.inline(uri, 3, 4, invoked=False)) == "return y"  # from the finished answer
         assert slow.completes == 1
     finally:
         with contextlib.suppress(Exception):
@@ -133,13 +135,36 @@ async def test_a_call_whose_words_were_shown_goes_on_when_nobody_waits_for_it(
     client, editor = await start_lsp(banked_env, ws, options={"autostart": False, "speculate": False})
     try:
         uri = editor.open(ws / "f.py")
-        first = editor.inline(uri, 1, 4)
+        first = editor.inline(uri, 1, 4, invoked=False)
         await asyncio.sleep(PIECE_S * 2 / 3)  # the call runs; its first piece is not written yet
         editor.type(uri, 1, 4, "x")
-        assert await text_of(editor.inline(uri, 1, 5)) == " ="
+        assert await text_of(editor.inline(uri, 1, 5, invoked=False)) == " ="
         assert await text_of(first) == ""  # typed over
         await editor.wait_for(lambda: slow.finished == 1, timeout=10)
         assert slow.completes == 1
+    finally:
+        with contextlib.suppress(Exception):
+            await client.shutdown_session()
+        await client.stop()
+
+
+async def test_a_pause_after_part_of_a_line_brings_the_whole_line_and_an_invoked_request_waits_for_it(
+    banked_env: dict[str, str], slow: SlowDaemon, tmp_path: Path
+) -> None:
+    """LSP cannot send a longer suggestion by itself: after a pause the server asks the client to ask again
+    (`banked/refreshInline`, which banked's own editor plugins follow). A request the user invoked gets a
+    whole line, not the first words."""
+    ws = make_files(tmp_path / "ws", {"f.py": "def f():\n    \n", "g.py": "def g():\n    \n"})
+    client: LanguageClient
+    client, editor = await start_lsp(banked_env, ws, options={"autostart": False, "speculate": False})
+    try:
+        uri = editor.open(ws / "f.py")
+        assert await text_of(editor.inline(uri, 1, 4, invoked=False)) == "x ="
+        note = await asyncio.wait_for(client.wait_for_notification("banked/refreshInline"), timeout=5)
+        assert (note.uri, note.version) == (uri, editor.versions[uri])
+        assert await text_of(editor.inline(uri, 1, 4, invoked=False)) == "x = 1"
+        other = editor.open(ws / "g.py")
+        assert await text_of(editor.inline(other, 1, 4)) == "x = 1"  # invoked
     finally:
         with contextlib.suppress(Exception):
             await client.shutdown_session()

@@ -55,6 +55,9 @@ _LAST_WORD = re.compile(r"\w+\Z")
 # there when the user presses Enter, from the same call (a speculation would prefill the tail again first).
 LOOKAHEAD_LINES = 1
 METRICS = "banked/metrics"
+# To the client: the suggestion for this document version has grown (a pause after part of a line was shown);
+# ask again. banked's VS Code extension and Neovim plugin do; other clients see more at the next key.
+REFRESH = "banked/refreshInline"
 MODEL_CALL = "banked/modelCall"  # one per request sent to the daemon, when metrics are on (bench/typing.py)
 
 
@@ -100,6 +103,13 @@ class Computation:
             return None
         return next_piece(self.partial[len(typed) :])
 
+    def line_written(self, doc_text: str) -> bool:
+        """Has the model finished the line the user is typing (as far as the user typed from this call)?"""
+        typed = self.typed(doc_text, toward=False)
+        if typed is None or not self.partial.startswith(typed):
+            return False
+        return first_line_end(self.partial[len(typed) :]) is not None
+
     def advanced(self) -> None:
         """Wake everyone following this call: it wrote more, or finished."""
         old, self.progress = self.progress, asyncio.Event()
@@ -127,6 +137,7 @@ class Completion:
         self.computing: dict[str, Computation] = {}  # uri -> the request-driven model call
         self.speculating: dict[str, Computation] = {}  # uri -> the speculative one
         self.inflight: dict[str, asyncio.Task[Suggestion | None]] = {}  # uri -> the request being answered
+        self.refreshing: dict[str, asyncio.Task[None]] = {}  # uri -> waiting to send REFRESH
         self.superseded: set[asyncio.Task[Suggestion | None]] = set()  # answered "nothing", not "cancelled"
         self.model_calls = 0  # requests sent to the daemon (bench/typing.py reads it through banked/metrics)
 
@@ -222,7 +233,7 @@ class Completion:
             found = self._reuse(uri, before, after, position)
             if found is None and (comp := self._sharable(uri, doc.source)) is not None:
                 log.debug("v%d follows a running call (%d chars before)", version, len(comp.before))
-                found, final = await self._follow(uri, comp, version, before, after, position)
+                found, final = await self._follow(uri, comp, version, before, after, position, invoked)
                 if found is None and final:
                     return None
                 followed = True
@@ -237,7 +248,7 @@ class Completion:
             return None
         comp = self._start(uri, doc, before, after, position)
         if settings.reuse:
-            found, _ = await self._follow(uri, comp, version, before, after, position)
+            found, _ = await self._follow(uri, comp, version, before, after, position, invoked)
             self._metrics(uri, t0, comp if comp.daemon_ms is not None else None, invoked)
             return found
         result = await self._wait(comp)
@@ -250,11 +261,19 @@ class Completion:
         return Suggestion(result, types.Range(start=position, end=position))
 
     async def _follow(
-        self, uri: str, comp: Computation, version: int | None, before: str, after: str, position: types.Position
+        self,
+        uri: str,
+        comp: Computation,
+        version: int | None,
+        before: str,
+        after: str,
+        position: types.Position,
+        invoked: bool = False,
     ) -> tuple[Suggestion | None, bool]:
         """Follow a running call for the buffer at `version`: its answer (from the cache it goes into) once
-        it finishes, or a piece of it as soon as there is one past what the user typed (`next_piece`). The flag says
-        whether the outcome is final (False: the call was dropped or its answer does not fit; ask again)."""
+        it finishes, or a piece of it as soon as there is one past what the user typed (`next_piece`; for an
+        invoked request, a whole line: the user asked, and reads what comes). The flag says whether the
+        outcome is final (False: the call was dropped or its answer does not fit; ask again)."""
         doc = self.ls.workspace.get_text_document(uri)
         assert comp.task is not None
         comp.waiters += 1
@@ -266,13 +285,37 @@ class Completion:
                     dropped = comp.task.cancelled() or (comp.task.exception() is not None)
                     return found, found is not None or (not dropped and comp.before == before)
                 piece = comp.ready_piece(doc.source)
-                if piece:
+                whole = comp.line_written(doc.source)
+                if piece and (whole or not invoked):
                     comp.shown = True  # the user may type into the rest: keep the call going
+                    if not whole:
+                        self._refresh_when_written(uri, comp, version)
                     return Suggestion(piece, types.Range(start=position, end=position)), True
                 await progress.wait()
             return None, True  # typed on: the editor asks again
         finally:
             self._release(comp)
+
+    def _refresh_when_written(self, uri: str, comp: Computation, version: int | None) -> None:
+        """Part of a line was shown; if the user stops typing, ask the client to ask again once the model has
+        written the whole line (`banked/refreshInline`): LSP has no way to send a longer suggestion by itself,
+        and without this a pause would leave the first words on screen."""
+        old = self.refreshing.pop(uri, None)
+        if old is not None:
+            old.cancel()
+
+        async def wait() -> None:
+            doc = self.ls.workspace.get_text_document(uri)
+            while doc.version == version and comp.task is not None:
+                progress = comp.progress
+                if comp.task.done() or comp.line_written(doc.source):
+                    if not comp.task.cancelled() and doc.version == version:
+                        self.ls.protocol.notify(REFRESH, {"uri": uri, "version": version})
+                    return
+                await progress.wait()
+
+        task = self.refreshing[uri] = asyncio.ensure_future(wait())
+        task.add_done_callback(lambda t: self.refreshing.pop(uri, None) if self.refreshing.get(uri) is t else None)
 
     def _reuse(self, uri: str, before: str, after: str, position: types.Position) -> Suggestion | None:
         hit = self.cache.get(uri, before, after)
@@ -422,6 +465,8 @@ class Completion:
             )
 
     async def close(self) -> None:
+        for task in self.refreshing.values():
+            task.cancel()
         for comp in [*self.computing.values(), *self.speculating.values()]:
             comp.cancel()
             if comp.task is not None:
@@ -434,12 +479,18 @@ def next_piece(rest: str) -> str | None:
     ended it, else up to its last whole word (the last one written may still grow: `Res` before `ult`).
     None while there is no whole word yet. Trailing blanks are left out: the user types them only with what
     follows."""
-    start = len(rest) - len(rest.lstrip())
-    end = rest.find("\n", start)
-    if end > start:
+    end = first_line_end(rest)
+    if end is not None:
         return rest[:end].rstrip()
     piece = _LAST_WORD.sub("", rest).rstrip()
-    return piece if len(piece) > start else None
+    return piece if piece.strip() else None
+
+
+def first_line_end(rest: str) -> int | None:
+    """Where the first line of `rest` that has code in it ends, if the model has ended it."""
+    start = len(rest) - len(rest.lstrip())
+    end = rest.find("\n", start)
+    return end if end > start else None
 
 
 def split(doc: TextDocument, position: types.Position) -> tuple[str, str]:

@@ -6,11 +6,13 @@ import * as vscode from "vscode";
 import { ExecuteCommandRequest, LanguageClient, LanguageClientOptions, ServerOptions } from "vscode-languageclient/node";
 import {
   BankedStatus,
+  RefreshInline,
   UserSettings,
   commandTarget,
   needsInstruction,
   resolveServerPath,
   serverSettings,
+  shouldRefresh,
   startupError,
   statusBar,
 } from "./logic";
@@ -119,6 +121,15 @@ async function startClient(context: vscode.ExtensionContext): Promise<void> {
   }
   client = c;
   context.subscriptions.push(c.onNotification("banked/status", (st: BankedStatus) => show(st)));
+  // Part of a line was shown, the user paused, the model has finished it: ask for ghost text again.
+  context.subscriptions.push(
+    c.onNotification("banked/refreshInline", (note: RefreshInline) => {
+      const doc = vscode.window.activeTextEditor?.document;
+      if (shouldRefresh(doc && { uri: doc.uri.toString(), version: doc.version }, note)) {
+        void vscode.commands.executeCommand("editor.action.inlineSuggest.trigger");
+      }
+    }),
+  );
   // The focused window's folders are the warm ones (see the server's lsp/features/warming.py).
   context.subscriptions.push(
     vscode.window.onDidChangeWindowState((w) => {

@@ -130,3 +130,12 @@ export function startupError(setting: string | undefined | null, found: string |
   }
   return `banked: ${found} did not start${why ? ` (${why})` : ""}. Run \`banked doctor\` in a terminal to see why.`;
 }
+
+/** What the language server sends as `banked/refreshInline`: the suggestion for this version has grown. */
+export interface RefreshInline { uri: string; version: number }
+
+/** Re-trigger inline suggestions only in the editor the note is about, still at that version (typed on: the
+ * next keystroke asks anyway). */
+export function shouldRefresh(active: { uri: string; version: number } | undefined, note: RefreshInline): boolean {
+  return active !== undefined && active.uri === note.uri && active.version === note.version;
+}

@@ -495,6 +495,19 @@ function M.setup(opts)
         vim.api.nvim_exec_autocmds("User", { pattern = "BankedStatus", data = M.status, modeline = false })
       end,
       ["banked/metrics"] = function() end,
+      -- The server showed part of a line, the user paused, and the model has finished it: ask again
+      -- (the plugin's renderer; Neovim 0.12's built-in one asks at the next key).
+      ["banked/refreshInline"] = function(_, params)
+        local buf = params and vim.uri_to_bufnr(params.uri)
+        if
+          not M.builtin
+          and buf == vim.api.nvim_get_current_buf()
+          and vim.lsp.util.buf_versions[buf] == params.version
+          and vim.fn.mode() == "i"
+        then
+          M.request(2)
+        end
+      end,
     },
   }
   if vim.lsp.config and vim.lsp.enable then -- Neovim 0.11+

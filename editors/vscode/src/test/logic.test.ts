@@ -1,6 +1,6 @@
 import { strict as assert } from "node:assert";
 import { test } from "node:test";
-import { commandTarget, expandHome, needsInstruction, resolveServerPath, serverSettings, shortCount, startupError, statusBar } from "../logic";
+import { commandTarget, expandHome, needsInstruction, resolveServerPath, serverSettings, shortCount, shouldRefresh, startupError, statusBar } from "../logic";
 
 test("settings reach the server under 'banked', unset keys left out", () => {
   assert.deepEqual(serverSettings({ enabled: true, debounceMs: 40.7, maxLines: null, socket: "" }), {
@@ -59,4 +59,12 @@ test("a server that cannot start is one clear message with the fix", () => {
   assert.match(startupError("/x/banked-lsp", undefined), /not found at \/x\/banked-lsp/);
   assert.match(startupError(undefined, "/v/banked-lsp", "spawn EACCES"), /did not start \(spawn EACCES\).*banked doctor/);
   assert.equal(statusBar({ state: "failed", enabled: false, detail: "x" }).text, "$(error) banked");
+});
+
+test("a refresh re-triggers ghost text only in its editor, at its version", () => {
+  const note = { uri: "file:///w/a.py", version: 7 };
+  assert.equal(shouldRefresh({ uri: "file:///w/a.py", version: 7 }, note), true);
+  assert.equal(shouldRefresh({ uri: "file:///w/a.py", version: 8 }, note), false);
+  assert.equal(shouldRefresh({ uri: "file:///w/b.py", version: 7 }, note), false);
+  assert.equal(shouldRefresh(undefined, note), false);
 });
