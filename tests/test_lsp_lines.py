@@ -1,4 +1,4 @@
-"""Words as they come: the language server shows each whole word of a running model call at once.
+"""Text as it comes: the language server shows what a running model call has written at once.
 
 The model on these machines writes a line in a second or two; the user types 4 keys a second. Here the daemon is
 a double over a real Unix socket that streams a known block slowly (the layer below is tested against the
@@ -90,7 +90,7 @@ async def text_of(pending: asyncio.Future[Any]) -> str:
     return str(r.items[0].insert_text) if r.items else ""
 
 
-async def test_words_are_shown_before_the_call_ends_and_the_next_lines_follow_from_it(
+async def test_text_is_shown_before_the_call_ends_and_the_next_lines_follow_from_it(
     banked_env: dict[str, str], slow: SlowDaemon, tmp_path: Path
 ) -> None:
     ws = make_files(tmp_path / "ws", {"f.py": "def f():\n    \n"})
@@ -99,7 +99,7 @@ async def test_words_are_shown_before_the_call_ends_and_the_next_lines_follow_fr
     try:
         uri = editor.open(ws / "f.py")
         first = await text_of(editor.inline(uri, 1, 4, invoked=False))
-        assert first == "x =", "the first words were held back until the model finished their line"
+        assert first == "x =", "what the model wrote was held back until it finished the line"
         assert slow.finished == 0
         editor.type(uri, 1, 4, first)  # Tab
         assert (

@@ -61,9 +61,9 @@ def test_settings_accept_both_shapes_and_ignore_junk() -> None:
     assert not s2.updated({"enabled": False}).language_enabled("go")
 
 
-def test_a_piece_ends_at_a_whole_word_or_at_the_end_of_its_line() -> None:
-    assert next_piece("outcome = Result.from_ca") == "outcome = Result."  # `from_ca` may still grow
-    assert next_piece("outcome = Result.from_call(") == "outcome = Result.from_call("
-    assert next_piece("outcome\n        return outcome") == "outcome"  # the line ended: the word is whole
-    assert next_piece("\n        outc") is None  # only a line break and a half word so far
-    assert next_piece("\n        outcome = ") == "\n        outcome ="
+def test_a_piece_is_the_line_as_far_as_written_or_whole_once_it_ends() -> None:
+    assert next_piece("outcome = Result.from_ca") == "outcome = Result.from_ca"  # a prefix of the answer
+    assert next_piece("outcome\n        return outcome") == "outcome"  # the line ended: only it
+    assert next_piece("\n        outc") == "\n        outc"  # the next line, begun
+    assert next_piece("\n        ") is None  # only a line break and indentation so far: nothing to show
+    assert next_piece("\n        outcome = ") == "\n        outcome ="  # blanks come with what follows
