@@ -73,15 +73,31 @@ class SlowDaemon:
         self.finished += 1
 
 
-@pytest_asyncio.fixture
-async def slow(banked_env: dict[str, str]) -> AsyncIterator[SlowDaemon]:
-    d = SlowDaemon()
+async def serving(banked_env: dict[str, str], double: SlowDaemon) -> AsyncIterator[SlowDaemon]:
     run = Path(banked_env["BANKED_RUNTIME_DIR"])
     run.mkdir(mode=0o700, parents=True, exist_ok=True)
-    await d.serve(run / "daemon.sock")
-    yield d
-    assert d.server is not None
-    d.server.close()
+    await double.serve(run / "daemon.sock")
+    yield double
+    assert double.server is not None
+    double.server.close()
+
+
+@pytest_asyncio.fixture
+async def slow(banked_env: dict[str, str]) -> AsyncIterator[SlowDaemon]:
+    async for d in serving(banked_env, SlowDaemon()):
+        yield d
+
+
+@contextlib.asynccontextmanager
+async def editing(banked_env: dict[str, str], ws: Path, **options: Any) -> AsyncIterator[tuple[LanguageClient, Any]]:
+    """A real language server and client on `ws` (not autostarting a daemon: the double is the daemon)."""
+    client, editor = await start_lsp(banked_env, ws, options={"autostart": False, **options})
+    try:
+        yield client, editor
+    finally:
+        with contextlib.suppress(Exception):
+            await client.shutdown_session()
+        await client.stop()
 
 
 async def text_of(pending: asyncio.Future[Any]) -> str:
@@ -94,9 +110,7 @@ async def test_text_is_shown_before_the_call_ends_and_the_next_lines_follow_from
     banked_env: dict[str, str], slow: SlowDaemon, tmp_path: Path
 ) -> None:
     ws = make_files(tmp_path / "ws", {"f.py": "def f():\n    \n"})
-    client: LanguageClient
-    client, editor = await start_lsp(banked_env, ws, options={"autostart": False, "speculate": False})
-    try:
+    async with editing(banked_env, ws, speculate=False) as (_client, editor):
         uri = editor.open(ws / "f.py")
         first = await text_of(editor.inline(uri, 1, 4, invoked=False))
         assert first == "x =", "what the model wrote was held back until it finished the line"
@@ -119,10 +133,6 @@ async def test_text_is_shown_before_the_call_ends_and_the_next_lines_follow_from
         editor.type(uri, 2, 9, " + 1\n    ")
         assert await text_of(editor.inline(uri, 3, 4, invoked=False)) == "return y"  # from the finished answer
         assert slow.completes == 1
-    finally:
-        with contextlib.suppress(Exception):
-            await client.shutdown_session()
-        await client.stop()
 
 
 async def test_a_call_whose_words_were_shown_goes_on_when_nobody_waits_for_it(
@@ -131,9 +141,7 @@ async def test_a_call_whose_words_were_shown_goes_on_when_nobody_waits_for_it(
     """The user types, a word of the running call is shown, and nobody waits for the call for a moment: it
     must go on (the user reads it and may type into it), not be dropped as abandoned."""
     ws = make_files(tmp_path / "ws", {"f.py": "def f():\n    \n"})
-    client: LanguageClient
-    client, editor = await start_lsp(banked_env, ws, options={"autostart": False, "speculate": False})
-    try:
+    async with editing(banked_env, ws, speculate=False) as (_client, editor):
         uri = editor.open(ws / "f.py")
         first = editor.inline(uri, 1, 4, invoked=False)
         await asyncio.sleep(PIECE_S * 2 / 3)  # the call runs; its first piece is not written yet
@@ -142,10 +150,6 @@ async def test_a_call_whose_words_were_shown_goes_on_when_nobody_waits_for_it(
         assert await text_of(first) == ""  # typed over
         await editor.wait_for(lambda: slow.finished == 1, timeout=10)
         assert slow.completes == 1
-    finally:
-        with contextlib.suppress(Exception):
-            await client.shutdown_session()
-        await client.stop()
 
 
 async def test_a_pause_after_part_of_a_line_brings_the_whole_line_and_an_invoked_request_waits_for_it(
@@ -155,9 +159,7 @@ async def test_a_pause_after_part_of_a_line_brings_the_whole_line_and_an_invoked
     (`banked/refreshInline`, which banked's own editor plugins follow). A request the user invoked gets a
     whole line, not the first words."""
     ws = make_files(tmp_path / "ws", {"f.py": "def f():\n    \n", "g.py": "def g():\n    \n"})
-    client: LanguageClient
-    client, editor = await start_lsp(banked_env, ws, options={"autostart": False, "speculate": False})
-    try:
+    async with editing(banked_env, ws, speculate=False) as (client, editor):
         uri = editor.open(ws / "f.py")
         assert await text_of(editor.inline(uri, 1, 4, invoked=False)) == "x ="
         note = await asyncio.wait_for(client.wait_for_notification("banked/refreshInline"), timeout=5)
@@ -165,10 +167,6 @@ async def test_a_pause_after_part_of_a_line_brings_the_whole_line_and_an_invoked
         assert await text_of(editor.inline(uri, 1, 4, invoked=False)) == "x = 1"
         other = editor.open(ws / "g.py")
         assert await text_of(editor.inline(other, 1, 4)) == "x = 1"  # invoked
-    finally:
-        with contextlib.suppress(Exception):
-            await client.shutdown_session()
-        await client.stop()
 
 
 class AheadDaemon(SlowDaemon):
@@ -198,64 +196,46 @@ class AheadDaemon(SlowDaemon):
         self.finished += 1
 
 
+@pytest_asyncio.fixture
+async def ahead(banked_env: dict[str, str]) -> AsyncIterator[AheadDaemon]:
+    async for d in serving(banked_env, AheadDaemon()):
+        assert isinstance(d, AheadDaemon)
+        yield d
+
+
 async def test_the_line_written_ahead_is_shown_after_enter_and_the_one_after_it_is_speculated(
-    banked_env: dict[str, str], tmp_path: Path
+    banked_env: dict[str, str], ahead: AheadDaemon, tmp_path: Path
 ) -> None:
-    d = AheadDaemon()
-    run = Path(banked_env["BANKED_RUNTIME_DIR"])
-    run.mkdir(mode=0o700, parents=True, exist_ok=True)
-    await d.serve(run / "daemon.sock")
     ws = make_files(tmp_path / "ws", {"f.py": "def f():\n    \n"})
-    client: LanguageClient
-    client, editor = await start_lsp(banked_env, ws, options={"autostart": False})
-    try:
+    async with editing(banked_env, ws) as (_client, editor):
         uri = editor.open(ws / "f.py")
         assert await text_of(editor.inline(uri, 1, 4)) == "x = 1"
-        await editor.wait_for(lambda: d.finished == 1, timeout=10)
-        assert d.asked[0] == (1, 4, 1), "the language server did not ask for the next line"
+        await editor.wait_for(lambda: ahead.finished == 1, timeout=10)
+        assert ahead.asked[0] == (1, 4, 1), "the language server did not ask for the next line"
         # and at once, before the user gets there, a speculation for the line after the one written ahead
-        await editor.wait_for(lambda: len(d.asked) > 1, timeout=5)
-        assert d.asked[1][:2] == (3, 0), d.asked
+        await editor.wait_for(lambda: len(ahead.asked) > 1, timeout=5)
+        assert ahead.asked[1][:2] == (3, 0), ahead.asked
         editor.type(uri, 1, 4, "x = 1")  # Tab
         assert await text_of(editor.inline(uri, 1, 9)) == "\n    y = 2"  # the next line, as ghost text
         editor.type(uri, 1, 9, "\n    ")  # Enter, auto-indented
         assert await text_of(editor.inline(uri, 2, 4)) == "y = 2"
-        assert all(line != 2 for line, _, _ in d.asked), f"the next line needed its own call: {d.asked}"
-    finally:
-        with contextlib.suppress(Exception):
-            await client.shutdown_session()
-        await client.stop()
-        assert d.server is not None
-        d.server.close()
+        assert all(line != 2 for line, _, _ in ahead.asked), f"the next line needed its own call: {ahead.asked}"
 
 
 async def test_a_request_whose_call_the_model_took_elsewhere_asks_again_without_a_debounce(
-    banked_env: dict[str, str], tmp_path: Path
+    banked_env: dict[str, str], ahead: AheadDaemon, tmp_path: Path
 ) -> None:
     """The user typed `y` and the next request followed the running call; the model then writes `x`: the
     request asks again for the text with the `y` at once. It has waited for this text already, so the
     debounce (here 10 s, to tell the two apart) would only make the suggestion later."""
-    d = AheadDaemon()
-    run = Path(banked_env["BANKED_RUNTIME_DIR"])
-    run.mkdir(mode=0o700, parents=True, exist_ok=True)
-    await d.serve(run / "daemon.sock")
     ws = make_files(tmp_path / "ws", {"f.py": "def f():\n    \n"})
-    client: LanguageClient
-    options = {"autostart": False, "speculate": False, "debounceMs": 10_000}
-    client, editor = await start_lsp(banked_env, ws, options=options)
-    try:
+    async with editing(banked_env, ws, speculate=False, debounceMs=10000) as (_client, editor):
         uri = editor.open(ws / "f.py")
         first = editor.inline(uri, 1, 4)  # invoked: no debounce
         await asyncio.sleep(PIECE_S / 3)  # the call runs; nothing written yet
         editor.type(uri, 1, 4, "y")
         second = editor.inline(uri, 1, 5, invoked=False)  # follows the call, which fits the `y` so far
         assert await text_of(first) == ""
-        await editor.wait_for(lambda: len(d.asked) == 2, timeout=5)
-        assert d.asked == [(1, 4, 0), (1, 5, 0)]
+        await editor.wait_for(lambda: len(ahead.asked) == 2, timeout=5)
+        assert ahead.asked == [(1, 4, 0), (1, 5, 0)]
         assert await text_of(second) == "x = 1"  # the double's answer, for the text with the `y`
-    finally:
-        with contextlib.suppress(Exception):
-            await client.shutdown_session()
-        await client.stop()
-        assert d.server is not None
-        d.server.close()
