@@ -139,7 +139,7 @@ class Daemon:
         await asyncio.to_thread(t.entry.wc.touch, t.rel)
         self.workspaces.ensure_synced(t.entry)
         lines = decision.max_lines if params.max_lines is None else params.max_lines
-        ahead = completion.lookahead(params, cursor, lines)
+        lines_ahead = completion.lookahead(params, cursor, lines)
         made: list[Generation] = []  # built once, on the model thread; resumed if the job steps aside
 
         def build(job: Job) -> Any:
@@ -147,7 +147,7 @@ class Daemon:
                 focus = t.entry.wc.focus(t.rel, cursor, parsed)
                 tail = focus + t.entry.wc.fim_tail(t.rel, cursor, max_tokens, before_it=len(focus))
                 ended = None if params.raw else (lambda text: postprocess.ended(text, cursor, decision))
-                stream, budget = completion.stream_for(self.engine, lines, ahead, max_tokens, ended)
+                stream, budget = completion.stream_for(self.engine, lines, lines_ahead, max_tokens, ended)
                 # a request prefills what it catches up on in `request_chunk` steps; a speculation keeps the
                 # small ones, so a request waits at most one small step for it
                 step = 0 if params.speculative else self.engine.burst
@@ -159,11 +159,13 @@ class Daemon:
         priority = Priority.BACKGROUND if params.speculative else Priority.COMPLETE
         g = await self._run(call, priority, build, f"{'speculate' if params.speculative else 'complete'} {t.rel}")
         self.workspaces.compact_later(t.entry)
-        raw, after = completion.split_ahead(g.stream, lines, ahead, g.max_tokens)
+        raw, ahead = completion.split_ahead(g.stream, lines, lines_ahead, g.max_tokens)
         text = raw if params.raw else postprocess.clean(raw, cursor, decision)
+        if text != raw:
+            ahead = ""  # written after what the model wrote, not after what post-processing made of it
         self.cache.put(scope, cursor.head, cursor.after, text)
-        if after and text == raw:  # the next line, as a speculation after this one would have found it
-            self.cache.put(scope, cursor.head + text + "\n", cursor.after, after.split("\n", 1)[0])
+        if ahead:  # the next line, as a speculation after this one would have found it
+            self.cache.put(scope, cursor.head + text + "\n", cursor.after, ahead.split("\n", 1)[0])
         log.debug(
             "%s %s:%d: %d cached, %d prefilled, %d generated, first token %.0f ms, all %.0f ms",
             "speculated" if params.speculative else "completed",
@@ -179,7 +181,7 @@ class Daemon:
             text=text,
             raw_text=raw,
             decision=decision.why,
-            ahead=after if text == raw else "",
+            ahead=ahead,
             **self._timings(g),
             path=t.rel,
             workspace=str(t.entry.root),

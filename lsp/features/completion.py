@@ -92,21 +92,19 @@ class Computation:
             return head[len(self.before) :]
         return "" if toward and self.speculative and self.before.startswith(head) else None
 
-    def ready_piece(self, doc_text: str) -> str | None:
-        """What the model has written past what the user typed, up to the end of its first line of code; if
-        the user typed from this call's own `before` (a piece can be shown before the call finishes: the user
-        reads and types while it goes on)."""
+    def unread(self, doc_text: str) -> str | None:
+        """What the model has written past what the user typed, if the user typed from this call's own
+        `before` and only what it wrote (some of it can be shown before the call finishes: the user reads and
+        types while it goes on)."""
         typed = self.typed(doc_text, toward=False)
         if typed is None or not self.partial.startswith(typed):
             return None
-        return next_piece(self.partial[len(typed) :])
+        return self.partial[len(typed) :]
 
     def line_written(self, doc_text: str) -> bool:
         """Has the model finished the line the user is typing (as far as the user typed from this call)?"""
-        typed = self.typed(doc_text, toward=False)
-        if typed is None or not self.partial.startswith(typed):
-            return False
-        return first_line_end(self.partial[len(typed) :]) is not None
+        rest = self.unread(doc_text)
+        return rest is not None and first_line_end(rest) is not None
 
     def advanced(self) -> None:
         """Wake everyone following this call: it wrote more, or finished."""
@@ -282,8 +280,9 @@ class Completion:
                     found = self._reuse(uri, before, after, position)
                     dropped = comp.task.cancelled() or (comp.task.exception() is not None)
                     return found, found is not None or (not dropped and comp.before == before)
-                piece = comp.ready_piece(doc.source)
-                whole = comp.line_written(doc.source)
+                rest = comp.unread(doc.source)
+                piece = next_piece(rest) if rest is not None else None
+                whole = rest is not None and first_line_end(rest) is not None
                 if piece and (whole or not invoked):
                     comp.shown = True  # the user may type into the rest: keep the call going
                     if not whole:
