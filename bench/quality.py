@@ -24,6 +24,9 @@ the same FIM tail. Modes:
 - workspace-deps: banked with `prefix_order = "deps"` (the current file at the prefix's hot end, its imports
   right before it): each switch to another target file re-prefills the reordered end (`resync_tokens_mean`).
 
+`MODE@KEY=VALUE` (repeatable) runs a mode with another daemon setting, side by side with the rest in one run:
+`workspace@prefix_lines=3`, `workspace@focus_tokens=0`.
+
 Targets: `--cross-file` takes single lines that use a name another file of the package defines, the current
 file does not define, and the current file uses nowhere outside its import lines (CrossCodeEval's rule);
 otherwise deterministic-random lines, blocks and function bodies (the no-regression set). Reported per mode:
@@ -65,7 +68,7 @@ from common import print_rows, report
 
 IDENT = re.compile(r"[A-Za-z_]\w*")
 SNIPPET_TOKENS = 1024
-HOT_SHARE = 0.45  # the files with targets fit in this share of the budget (the daemon keeps half for them)
+HOT_SHARE = 0.5  # the files worked on fit in this share of the budget (the daemon keeps half of it for them)
 CHARS_PER_TOKEN = 3.2  # Python source in Qwen's tokenizer, about (a lower bound keeps the estimate safe)
 
 
@@ -227,13 +230,15 @@ def choose_targets(
     per_file: int,
     max_chars: int = 1 << 62,
     dense: bool = True,
+    per_file_cap: bool = False,
 ) -> list[Target]:
     """`n` targets, deterministic-random, grouped by file: files are drawn at random and up to `per_file`
     targets taken from each (each file's prefix is then prefilled once, not once per target). The files
     drawn hold at most `max_chars` in all: they are the files worked on, which the daemon keeps in the
     prefix within half its budget (a file that would not fit is passed over). `dense` takes the files
     with the most targets per character first, which keeps a run short but favours small files (whose
-    targets sit near their top); otherwise files come in plain random order."""
+    targets sit near their top); otherwise files come in plain random order. `per_file_cap`: `max_chars`
+    bounds each file, not all of them together (the package fits the budget whole)."""
     rng = random.Random(seed)
     names = {p: defined_names(t) for p, t in files.items()}
     by_file: dict[str, list[Target]] = {}
@@ -258,7 +263,7 @@ def choose_targets(
     chosen: list[Target] = []
     held = 0
     for rel in order:
-        if held + len(files[rel]) > max_chars:
+        if (len(files[rel]) if per_file_cap else held + len(files[rel])) > max_chars:
             continue
         held += len(files[rel])
         pool = by_file[rel]
@@ -313,7 +318,9 @@ def snippets(rel: str, buffer: str, cursor_line: int, files: dict[str, str], tpl
 
 @dataclass
 class Mode:
-    """One way of giving the model context: its own workspace, cache and engine."""
+    """One way of giving the model context: a workspace, cache and engine (shared by the modes whose prefix is
+    the same, which differ only in their tails: `workspace@prefix_lines=3` beside `workspace`), and its own
+    tail settings."""
 
     name: str
     wc: WorkspaceCache
@@ -321,6 +328,7 @@ class Mode:
     with_focus: bool = False
     with_snippets: bool = False
     clock: int = field(default=1 << 62)
+    cfg: config.Config | None = None  # this mode's settings (the shared cache's tails are laid out with them)
 
     def put(self, path: str, text: str | None) -> None:
         """Write a file into this mode's workspace as the newest one (None: take it out)."""
@@ -331,6 +339,9 @@ class Mode:
         self.wc.invalidate()
 
     def complete(self, t: Target, text: str, files: dict[str, str], max_tokens: int) -> dict[str, Any]:
+        if self.cfg is not None and self.wc.cfg is not self.cfg:
+            self.wc.cfg = self.cfg  # tails only: the modes sharing this cache agree on everything the plan uses
+            self.wc._focus_key = None
         buf, cursor = t.buffer(text), t.cursor(text)
         parsed = syntax.parse_text("python", buf)
         decision = postprocess.decide(parsed, cursor, self.wc.cfg.max_lines, self.wc.cfg.multiline)
@@ -450,18 +461,42 @@ def make_modes(
         return wc
 
     others = [p for p in view if p not in hot]
-    focus = cfg.focus_tokens > 0
-    table: dict[str, Callable[[], Mode]] = {
-        "file": lambda: Mode("file", wc_over([]), with_files=False),
-        "snippets": lambda: Mode("snippets", wc_over([]), with_files=False, with_snippets=True),
-        "workspace": lambda: Mode("workspace", wc_over(view), with_files=True, with_focus=focus),
-        "workspace-noactive": lambda: Mode("workspace-noactive", wc_over(others), True, focus),
-        "workspace-nofocus": lambda: Mode("workspace-nofocus", wc_over(view), with_files=True),
-        "workspace-deps": lambda: Mode(
-            "workspace-deps", wc_over(view, dataclasses.replace(cfg, prefix_order="deps")), True, focus
-        ),
-    }
-    return [table[n]() for n in names]
+    shared: dict[tuple[str, str], WorkspaceCache] = {}
+
+    def over(kind: str, paths: Iterable[str], c: config.Config) -> WorkspaceCache:
+        """One cache per prefix: modes that differ only in their tails share its engine and its warm prefix."""
+        key = (kind, c.prefix_order)
+        if key not in shared:
+            shared[key] = wc_over(paths, c)
+        return shared[key]
+
+    def made(name: str) -> Mode:
+        base, *sets = name.split("@")  # workspace@prefix_lines=3@focus_tokens=0: a variant with its own settings
+        c = with_settings(cfg, sets)
+        if base == "workspace-deps":
+            c = dataclasses.replace(c, prefix_order="deps")
+        focus = c.focus_tokens > 0
+        table: dict[str, Callable[[], Mode]] = {
+            "file": lambda: Mode(name, over("none", [], c), with_files=False, cfg=c),
+            "snippets": lambda: Mode(name, over("none", [], c), with_files=False, with_snippets=True, cfg=c),
+            "workspace": lambda: Mode(name, over("all", view, c), with_files=True, with_focus=focus, cfg=c),
+            "workspace-noactive": lambda: Mode(name, over("others", others, c), True, focus, cfg=c),
+            "workspace-nofocus": lambda: Mode(name, over("all", view, c), with_files=True, cfg=c),
+            "workspace-deps": lambda: Mode(name, over("all", view, c), True, focus, cfg=c),
+        }
+        return table[base]()
+
+    return [made(n) for n in names]
+
+
+def with_settings(cfg: config.Config, sets: list[str]) -> config.Config:
+    """`cfg` with `KEY=VALUE` settings applied, typed as the Config field is."""
+    changes: dict[str, Any] = {}
+    for kv in sets:
+        key, _, value = kv.partition("=")
+        default = getattr(cfg, key)
+        changes[key] = type(default)(value) if not isinstance(default, bool) else value.lower() in ("1", "true")
+    return dataclasses.replace(cfg, **changes)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -490,6 +525,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "suffix_tokens": args.suffix_tokens,
             "eol_suffix_tokens": args.eol_suffix_tokens,
             "focus_tokens": args.focus_tokens,
+            "hot_share": args.hot_share,
+            "n_ctx": args.n_ctx,
         },
         "model": str(Path(args.model) if args.model else model_store.ensure_default_model()),
         "seconds": time.perf_counter() - t0,
@@ -501,13 +538,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def run_package(source: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="banked-quality-"))
     root = work / Path(source).name
-    shutil.copytree(source, root, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(source, root, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "tests", "test"))
     scan = Workspace(root)
     scan.scan()
     files = {p: f.text for p, f in scan.files.items() if p.endswith(".py")}
     budget = args.n_ctx - min(TAIL_RESERVE, args.n_ctx // 4)
-    max_chars = int(HOT_SHARE * budget * CHARS_PER_TOKEN)
-    targets = choose_targets(files, n, args.cross_file, args.seed, args.per_file, max_chars, args.draw == "dense")
+    max_chars = int(args.hot_share * budget * CHARS_PER_TOKEN)
+    # A package that fits the budget is held whole, whatever was worked on: then each file with targets
+    # need only fit the hot share by itself (ordinary files qualify). Over budget, the daemon keeps the files
+    # worked on within that share in all, so the files with targets must fit it together.
+    fits = sum(len(f.text) for f in scan.files.values()) <= budget * CHARS_PER_TOKEN
+    targets = choose_targets(
+        files, n, args.cross_file, args.seed, args.per_file, max_chars, args.draw == "dense", per_file_cap=fits
+    )
     print(f"{len(files)} Python files in {root.name}; {len(targets)} targets in {len({t.path for t in targets})} files")
     cfg = config.Config(
         prefix_lines=args.prefix_lines,
@@ -526,13 +569,14 @@ def run_package(source: str, n: int, args: argparse.Namespace) -> dict[str, Any]
     modes = make_modes(args.modes.split(","), root, view, cfg, lambda: LlamaCppEngine(model, args.n_ctx, 0, 256), hot)
     results: list[dict[str, Any]] = []
     t0 = time.perf_counter()
-    warm = {m.name: m.wc.sync() for m in modes if m.with_files}
+    caches = list({id(m.wc): m for m in modes}.values())  # one mode per shared cache
+    warm = {m.name: m.wc.sync() for m in caches if m.with_files}
     print(f"  prefilled {warm} ({time.perf_counter() - t0:.0f}s)", flush=True)
     current: str | None = None
     for t in targets:
         text = files[t.path]
         if t.path != current:
-            for m in modes:
+            for m in caches:
                 if not m.with_files:
                     if current is not None:
                         m.put(current, None)
@@ -710,6 +754,12 @@ def main() -> None:
         help="the suffix window when the rest of the cursor's line is empty",
     )
     p.add_argument("--focus-tokens", type=int, default=config.Config.focus_tokens)
+    p.add_argument(
+        "--hot-share",
+        type=float,
+        default=HOT_SHARE,
+        help="the share of the budget files with targets may take (each alone when the package fits whole)",
+    )
     p.add_argument("--fim-order", default=config.Config.fim_order, choices=["psm", "spm"])
     p.add_argument("--multiline", default=config.Config.multiline, choices=config.CHOICES["multiline"])
     p.add_argument(

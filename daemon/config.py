@@ -70,6 +70,10 @@ class Config:
     debounce_s: float = 0.3
     compact_idle_s: float = 1.5
     snapshot_idle_s: float = 5.0
+    # A background sync that would cut into the prefix requests run after waits until no completion was asked
+    # for this long (requests meanwhile run after the last plan the cache holds whole): on a CPU, re-prefilling
+    # a large file re-prefilled every request's tail after each step of it (bench/typing.py). 0: never wait.
+    resync_idle_s: float = 5.0
 
 
 _ENV_PREFIX = "BANKED_"

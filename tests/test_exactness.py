@@ -87,7 +87,7 @@ def test_incremental_equals_fresh_prefill(tmp_path: Path, cfg: Config, tiny_mode
     active = world.pick("middle")
     checks = 0
     for _step in range(24):
-        op = rng.choice(["edit", "edit", "edit", "rename", "create", "delete", "overlay", "fim", "partial"])
+        op = rng.choice(["edit", "edit", "edit", "rename", "create", "delete", "overlay", "fim", "partial", "stale"])
         changed: set[str] = set()
         if op == "edit":
             rel = world.pick(rng.choice(["cold", "hot", "middle"]))
@@ -121,7 +121,13 @@ def test_incremental_equals_fresh_prefill(tmp_path: Path, cfg: Config, tiny_mode
             wc.invalidate()
             calls = iter([False, True])
             wc.sync(should_stop=lambda calls=calls: next(calls, True))  # type: ignore[misc]
-        if op in ("fim", "partial") and active in ws.files:
+        if op == "stale":
+            # An edit whose sync waits for the user to pause: requests run after the plan the cache holds whole.
+            rel = world.pick(rng.choice(["cold", "hot", "middle"]))
+            world.edit_lines(rel)
+            ws.refresh({rel})
+            wc.invalidate()
+        if op in ("fim", "partial", "stale") and active in ws.files:
             text = wc.overlays.get(active) or (tmp_path / "ws" / active).read_text()
             lines = text.split("\n")
             line = rng.randrange(len(lines))
@@ -129,7 +135,9 @@ def test_incremental_equals_fresh_prefill(tmp_path: Path, cfg: Config, tiny_mode
             g = Generation(wc.fim_tail(active, Cursor.at(text, line, col)), set(), 3, TextStream(engine))
             assert run_generation(wc, g)
             seq = list(engine.cached)
-            assert seq[: wc.usable_prefix()] == wc.plan().ids[: wc.usable_prefix()]
+            held = wc.context_plan().ids
+            n = common_prefix(seq, held)
+            assert seq[:n] == held[:n] and (n == len(held) or n == wc.usable_prefix()), "a prefix of one plan"
         else:
             wc.sync()
             seq = list(engine.cached)
@@ -167,6 +175,45 @@ def test_an_edit_re_prefills_only_what_follows(tmp_path: Path, cfg: Config, engi
     # The hot file is last: only it (from its first changed token) is re-prefilled.
     assert 0 < again <= seg.end - seg.start + 8
     assert common_prefix(engine.cached, wc.plan().ids) == len(wc.plan().ids)
+
+
+def test_a_request_runs_after_the_held_plan_while_a_newer_one_waits(
+    tmp_path: Path, cfg: Config, engine: LlamaCppEngine, tiny_model: Path
+) -> None:
+    """A saved (or folded-in) change near the top of the file being edited: until its sync runs, requests run
+    after the plan the cache holds whole, paying only their tail, and stay exact; the sync then moves on."""
+    world = World(tmp_path / "ws", random.Random(9))
+    wc = warm_world(tmp_path, 9, cfg, engine)
+    hot = world.pick("hot")
+    text = (tmp_path / "ws" / hot).read_text() + "\n".join(rand_line(random.Random(i)) for i in range(30)) + "\n"
+    world.write(hot, text.rstrip("\n"))
+    wc.ws.refresh({hot})
+    wc.invalidate()
+    wc.sync()
+    held = list(wc.plan().ids)
+    cursor_text = (tmp_path / "ws" / hot).read_text()
+
+    def complete() -> Generation:
+        g = Generation(wc.fim_tail(hot, Cursor.at(cursor_text, 20, 0)), set(), 2, TextStream(engine))
+        assert run_generation(wc, g)
+        return g
+
+    complete()
+    lines = cursor_text.split("\n")
+    lines.insert(1, "gamma = delta")  # near the top of the hot file: a newer plan, most of the file to re-prefill
+    world.write(hot, "\n".join(lines).rstrip("\n"))
+    wc.ws.refresh({hot})
+    wc.invalidate()
+    assert wc.plan().ids != held and wc.holds_older_plan()
+    g = complete()
+    assert g.prefilled_tokens <= 4, "only the tail's own change, not the rest of the file"
+    seq = list(engine.cached)
+    assert seq[: len(held)] == held
+    fresh = LlamaCppEngine(tiny_model, n_ctx=cfg.n_ctx, n_threads=1, chunk=512)
+    inc, ref = engine.logits(), fresh_logits(fresh, seq)
+    assert int(np.argmax(inc)) == int(np.argmax(ref)) and float(np.abs(inc - ref).max()) <= 1e-3
+    wc.sync()
+    assert not wc.holds_older_plan() and list(engine.cached) == wc.plan().ids
 
 
 def test_typing_re_prefills_typed_tokens_plus_suffix_window(

@@ -128,3 +128,61 @@ def test_completion_preempts_an_explanation_which_then_finishes(daemon: DaemonPr
     ex = c.wait(msgid)
     assert ex["generated_tokens"] > 0
     assert ex["total_ms"] >= comp["total_ms"]
+
+
+def test_a_save_while_typing_waits_for_a_pause_and_keeps_completions_warm(
+    banked_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A file saved (or an unsaved buffer folded in) near the top of a large file: while the user keeps asking,
+    completions run after the plan the cache holds whole and prefill only their tail; once they pause for
+    `resync_idle_s`, the workspace catches up."""
+    import os
+
+    env = {**os.environ, **banked_env, "BANKED_RESYNC_IDLE_S": "3", "BANKED_SNAPSHOT_IDLE_S": "60"}
+    d = DaemonProc(env, Path(banked_env["BANKED_RUNTIME_DIR"]) / "daemon.sock").start()
+    try:
+        body = "".join(f"def f{i}(x):\n    return x * {i}\n\n" for i in range(60))
+        ws = make_repo(tmp_path / "ws", {"pkg/a.py": "A = 1\n", "pkg/big.py": body + "def g(x):\n    return \n"})
+        big = ws / "pkg/big.py"
+        with d.client() as c:
+            warm = c.call("warm", {"root": str(ws)})
+            at = {"path": str(big), "line": 181, "col": 11, "max_tokens": 2}
+            c.call("complete", at)
+            big.write_text(big.read_text().replace("x * 1\n", "x * 100\n", 1))  # saved: most of the file to redo
+            for _ in range(30):  # the watcher has seen it once the plan moved on
+                if c.call("status")["workspaces"][0]["synced_tokens"] < warm["tokens"]:
+                    break
+                time.sleep(0.2)
+            r = c.call("complete", at)
+            assert r["prefilled_tokens"] < 60, "only the tail, after the plan the cache held whole"
+            r = c.call("complete", {**at, "max_tokens": 3})
+            assert r["prefilled_tokens"] < 10, "typing on there: nothing but what changed"
+            assert c.call("status")["workspaces"][0]["synced_tokens"] < warm["tokens"], "the sync waits"
+            time.sleep(4)  # a pause: the sync runs
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                st = c.call("status")["workspaces"][0]
+                if st["synced_tokens"] == st["tokens"]:
+                    break
+                time.sleep(0.2)
+            assert st["synced_tokens"] == st["tokens"] > warm["tokens"]
+    finally:
+        d.stop()
+
+
+def test_a_snapshot_keeps_the_last_tail_warm(daemon: DaemonProc, tmp_path: Path) -> None:
+    """A snapshot holds the plan only, so writing it cuts the last request's tail: it is prefilled again in the
+    background, and the user's next keystroke after the pause pays nothing for it."""
+    body = "".join(f"def f{i}(x):\n    return x * {i}\n\n" for i in range(30))
+    ws = make_repo(tmp_path / "ws", {"pkg/big.py": body + "def g(x):\n    return \n"})
+    at = {"path": str(ws / "pkg/big.py"), "line": 91, "col": 11, "max_tokens": 2}
+    with daemon.client() as c:
+        c.call("warm", {"root": str(ws)})
+        first = c.call("complete", at)
+        assert first["prefilled_tokens"] > 50
+        deadline = time.monotonic() + 30
+        while "snapshot of" not in daemon.run_log().split("complete")[-1] and time.monotonic() < deadline:
+            time.sleep(0.1)  # the idle snapshot (0.3 s in the tests) runs after the completion
+        time.sleep(1)
+        again = c.call("complete", at)
+    assert again["prefilled_tokens"] <= 2, "the tail was prefilled again after the snapshot cut it"

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from banked.daemon.config import Config
 from banked.daemon.context import focus, repomap, secrets, syntax
@@ -54,6 +54,7 @@ class Plan:
     ids: list[int]
     segments: list[Segment]
     dropped: list[str]  # files that did not fit the token budget
+    texts: dict[str, tuple[str, str]] = field(default_factory=dict)  # path -> (text, digest) as planned
 
 
 @dataclass
@@ -76,6 +77,9 @@ class WorkspaceCache:
         self._tok: dict[tuple[str, str], list[int]] = {}
         self._ntok: dict[tuple[str, str], int] = {}  # token counts of every file, kept or not
         self._plan: Plan | None = None
+        # The last plan a sync finished: the cache holds it whole until a sync of a newer plan cuts it. A request
+        # runs after it rather than after a part of the newer plan (see `context_plan`).
+        self._held: Plan | None = None
         self.repomap = repomap.RepoMap()
         self._selection: set[str] | None = None  # files chosen when over budget (kept while churn is small)
         self.lock = threading.RLock()
@@ -173,7 +177,7 @@ class WorkspaceCache:
         live = {(v.path, v.digest) for v in views}
         for k in [k for k in self._ntok if k not in live]:
             del self._ntok[k]
-        self._plan = Plan(out, segments, dropped)
+        self._plan = Plan(out, segments, dropped, {v.path: (v.text, v.digest) for v in views})
         return self._plan
 
     def _symbol_map(self, dropped: list[str], infos: dict[str, repomap.FileInfo], reserve: int) -> list[int]:
@@ -263,9 +267,30 @@ class WorkspaceCache:
         """How much of the desired prefix the cache holds right now (a completion uses this)."""
         return common_prefix(self.engine.cached, self.plan().ids)
 
+    def context_plan(self) -> Plan:
+        """The plan a request runs after (model thread): the current one, or the last one a sync finished while
+        the cache still holds that one whole and a sync of the current one has not yet cut into it.
+
+        Both are exact (the cache holds a fresh prefill of either). The older one is what keeps typing warm
+        while the newer one waits for an idle moment (an unsaved buffer folded in, a save): a request after a
+        part of the newer plan would re-prefill its whole tail there, and again after every step of the sync,
+        minutes of dark keys on a CPU when a large file changed near its top (bench/README.md, typing)."""
+        with self.lock:
+            plan, held = self.plan(), self._held
+        if held is None or held is plan:
+            return plan
+        cached = self.engine.cached
+        if common_prefix(cached, plan.ids) < len(held.ids) and common_prefix(cached, held.ids) == len(held.ids):
+            return held
+        return plan
+
+    def holds_older_plan(self) -> bool:
+        """Is a request running after an older plan than the current one (a sync of the newer one waits)?"""
+        return self.context_plan() is not self.plan()
+
     def prefix(self) -> list[int]:
         """The part of the plan the cache holds: what a completion or a chat turn runs after."""
-        ids = self.plan().ids
+        ids = self.context_plan().ids
         return ids[: common_prefix(self.engine.cached, ids)]
 
     @property
@@ -274,7 +299,12 @@ class WorkspaceCache:
 
     def sync(self, should_stop: ShouldStop = never, on_progress: OnProgress | None = None) -> int:
         """Bring the cache to the plan, in chunks; returns tokens prefilled (stops early if asked)."""
-        return self.engine.catch_up(self.plan().ids, should_stop, on_progress)
+        plan = self.plan()
+        n = self.engine.catch_up(plan.ids, should_stop, on_progress)
+        if common_prefix(self.engine.cached, plan.ids) == len(plan.ids):
+            with self.lock:
+                self._held = plan
+        return n
 
     # -- overlays --------------------------------------------------------------------------
 
@@ -313,8 +343,9 @@ class WorkspaceCache:
         budget = min(self.cfg.focus_tokens, self.reserve // 3)
         if budget <= 0:
             return []
+        planned = self.context_plan().texts  # the files as the prefix the request runs after holds them
         with self.lock:
-            views = {v.path: v for v in self._views()}
+            views = {p: _View(p, text, dg, 0) for p, (text, dg) in planned.items()}
             infos = {p: self.repomap.info(p, v.text, v.digest) for p, v in views.items()}
         chosen: list[focus.Wanted] = []
         chars = 0

@@ -12,6 +12,7 @@ import heapq
 import itertools
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -125,9 +126,13 @@ class Scheduler:
                 self.outcomes[f"{kind}.cancelled"] += 1
                 self.running = None
                 continue
+            t0 = time.perf_counter()
             try:
                 result = job.fn(job)
             except BaseException as exc:  # the worker must survive any job
+                log.debug(
+                    "job %s ended after %.0f ms: %s", job.name, 1000 * (time.perf_counter() - t0), type(exc).__name__
+                )
                 if isinstance(exc, Cancelled):
                     self.outcomes[f"{kind}.cancelled"] += 1
                 else:
@@ -135,6 +140,9 @@ class Scheduler:
                     self.outcomes[f"{kind}.failed"] += 1
                 job.future.set_exception(exc)
             else:
+                # What the model thread did, step by step (a debug log is how a dark keystroke is explained).
+                what = "stepped aside" if result is YIELD else "done"
+                log.debug("job %s %s after %.0f ms", job.name, what, 1000 * (time.perf_counter() - t0))
                 if result is YIELD and not job.cancelled():
                     with self._cond:
                         heapq.heappush(self._heap, _Entry(entry.priority, entry.seq, job))

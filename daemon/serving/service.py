@@ -136,16 +136,19 @@ class Daemon:
             completion.shape, self.parses, t, cursor, self.cfg.max_lines, self.cfg.multiline
         )
         max_tokens = params.max_tokens or self.cfg.max_tokens
+        t.entry.last_request = time.monotonic()  # the user is typing (a speculation follows their typing too)
         await asyncio.to_thread(t.entry.wc.touch, t.rel)
         self.workspaces.ensure_synced(t.entry)
         lines = decision.max_lines if params.max_lines is None else params.max_lines
         lines_ahead = completion.lookahead(params, cursor, lines)
         made: list[Generation] = []  # built once, on the model thread; resumed if the job steps aside
+        focus_len = [0]
 
         def build(job: Job) -> Any:
             if not made:
                 focus = t.entry.wc.focus(t.rel, cursor, parsed)
                 tail = focus + t.entry.wc.fim_tail(t.rel, cursor, max_tokens, before_it=len(focus))
+                focus_len[0] = len(focus)
                 ended = None if params.raw else (lambda text: postprocess.ended(text, cursor, decision))
                 stream, budget = completion.stream_for(self.engine, lines, lines_ahead, max_tokens, ended)
                 # a request prefills what it catches up on in `request_chunk` steps; a speculation keeps the
@@ -167,12 +170,14 @@ class Daemon:
         if ahead:  # the next line, as a speculation after this one would have found it
             self.cache.put(scope, cursor.head + text + "\n", cursor.after, ahead.split("\n", 1)[0])
         log.debug(
-            "%s %s:%d: %d cached, %d prefilled, %d generated, first token %.0f ms, all %.0f ms",
+            "%s %s:%d: %d cached, %d prefilled (tail %d, focus %d), %d generated, first token %.0f ms, all %.0f ms",
             "speculated" if params.speculative else "completed",
             t.rel,
             params.line + 1,
             g.reused_tokens,
             g.prefilled_tokens,
+            len(g.tail),
+            focus_len[0],
             len(g.generated),
             1000 * (g.ttft_s or 0),
             1000 * (time.perf_counter() - t0),

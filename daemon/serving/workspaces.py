@@ -52,6 +52,7 @@ class Entry:
     overlay_owners: dict[str, int] = field(default_factory=dict)  # path -> the connection that sent it
     sync_job: Job | None = None
     snapshot_saved: float | None = None
+    last_request: float = 0.0  # time.monotonic() of the last completion request or unsaved buffer (event loop)
     scan_lock: threading.Lock = field(default_factory=threading.Lock)  # one disk reader at a time
 
     @property
@@ -207,6 +208,7 @@ class Workspaces:
     # -- unsaved buffers ---------------------------------------------------------------------
 
     async def set_overlay(self, entry: Entry, rel: str, text: str | None, owner: int) -> None:
+        entry.last_request = time.monotonic()  # an editor sends its buffer when the user pauses in their typing
         await asyncio.to_thread(entry.wc.set_overlay, rel, text)
         if text is None:
             entry.overlay_owners.pop(rel, None)
@@ -245,9 +247,11 @@ class Workspaces:
         if entry is None or not entry.dirty or not self.engine.cached:
             return
         try:
-            ids = entry.wc.plan().ids
+            ids = entry.wc.context_plan().ids  # the held plan, while a newer one waits
+            before = list(self.engine.cached)
             t = time.perf_counter()
             d = snapshot.save(self.engine, entry.root, ids)
+            self._restore_tail(entry, before)
             entry.dirty = False
             if d is not None:
                 entry.snapshot_saved = time.time()
@@ -257,6 +261,23 @@ class Workspaces:
         except (OSError, EngineError) as exc:
             # A full disk must not take the daemon down: the previous snapshot stays valid.
             log.error("could not write the snapshot of %s: %s (free some disk space)", root, exc)
+
+    def _restore_tail(self, entry: Entry, before: list[int]) -> None:
+        """A snapshot holds only the plan, so saving cut the last request's tail from the cache: prefill it
+        again in the background (exact: a batched prefill of the same tokens), so the user's next keystroke
+        after a pause finds it warm instead of paying for its whole tail again."""
+        kept = len(self.engine.cached)
+        if len(before) <= kept or before[:kept] != list(self.engine.cached):
+            return
+
+        def run(job: Job) -> Any:
+            now = list(self.engine.cached)
+            if self.active != entry.root or len(now) < kept or before[: len(now)] != now:
+                return None  # something else used the cache since: that tail is no longer the next one's
+            self.engine.catch_up(before, lambda: job.cancelled() or job.preempted())
+            return YIELD if len(self.engine.cached) < len(before) and not job.cancelled() else None
+
+        self.sched.submit(Priority.BACKGROUND, run, f"restore tail {entry.root.name}")
 
     def schedule_sync(self, entry: Entry, progress: OnProgress | None = None) -> Job:
         """Bring the workspace's cache up to date in the background, reusing a pending sync; one asked for
@@ -268,8 +289,23 @@ class Workspaces:
         def run(job: Job) -> Any:
             if self.active != root and progress is None:
                 return None  # not held in the cache: synced when next activated
+            wait = self._sync_wait(entry) if progress is None else 0.0
+            if wait > 0:
+                log.debug(
+                    "sync %s waits %.1fs for the user to pause (requests run after the held plan)", root.name, wait
+                )
+                if self.loop is not None:
+                    self.loop.call_soon_threadsafe(self.later, "sync", root, wait, lambda _r: self._resync(entry))
+                return None
             self.activate(root)
             n = entry.wc.sync(lambda: job.cancelled() or job.preempted(), progress)
+            log.debug(
+                "sync %s: %d tokens prefilled, %d of %d cached",
+                root.name,
+                n,
+                len(self.engine.cached),
+                len(entry.wc.plan().ids),
+            )
             entry.prefilled += n
             entry.dirty = entry.dirty or n > 0
             if not entry.wc.synced:
@@ -282,6 +318,23 @@ class Workspaces:
 
         job = entry.sync_job = self.sched.submit(Priority.BACKGROUND, run, f"sync {root.name}")
         return job
+
+    def _resync(self, entry: Entry) -> None:
+        self.schedule_sync(entry)
+
+    def _sync_wait(self, entry: Entry) -> float:
+        """Model thread: how long a background sync should wait before it changes what requests run after.
+
+        Not at all when the user has paused for `resync_idle_s` or the cache holds nothing worth keeping;
+        otherwise until that pause. A sync already under way (the held plan cut) waits too: every step of it
+        would make the next request re-prefill its whole tail, while a paused one costs that once."""
+        idle = self.cfg.resync_idle_s
+        quiet = time.monotonic() - entry.last_request
+        if idle <= 0 or quiet >= idle or self.active != entry.root:
+            return 0.0
+        if len(entry.wc.prefix()) < len(entry.wc.plan().ids) // 2:
+            return 0.0  # little of the workspace is cached (a first warm): nothing to protect yet
+        return idle - quiet
 
     def ensure_synced(self, entry: Entry) -> None:
         """Before a request: a stale plan, or another workspace in the cache, starts a background sync."""
@@ -316,6 +369,7 @@ class Workspaces:
 
     async def _compact(self, entry: Entry) -> None:
         if await asyncio.to_thread(entry.wc.compact):
+            log.debug("compaction: unsaved buffers of %s folded into the prefix", entry.root.name)
             self.schedule_sync(entry)
 
     def _spawn(self, coro: Any) -> None:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -57,6 +58,9 @@ METRICS = "banked/metrics"
 # ask again. banked's VS Code extension and Neovim plugin do; other clients see more at the next key.
 REFRESH = "banked/refreshInline"
 MODEL_CALL = "banked/modelCall"  # one per request sent to the daemon, when metrics are on (bench/typing.py)
+# When metrics are on: how each request was answered and how each model call ended, with the daemon's own
+# counts (bench/typing.py keeps them per key: what made a key dark is read off these, not guessed).
+TRACE = "banked/trace"
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,8 @@ class Computation:
     progress: asyncio.Event = field(default_factory=asyncio.Event)  # replaced and set at each new piece
     daemon_ms: float | None = None  # the daemon's own time for it, once answered
     link_ms: float | None = None  # the round trip through the socket
+    serial: int = 0  # which model call this is (traces name it)
+    dropped_why: str = ""  # why it was cancelled, if it was
 
     def typed(self, doc_text: str, toward: bool = True) -> str | None:
         """What the user typed after `before`, if the buffer is still `before` + that + `after` (None if not).
@@ -123,6 +129,7 @@ class Computation:
     def cancel(self, why: str = "") -> None:
         if self.task is not None and not self.task.done():
             log.debug("dropping the call for %d chars before: %s", len(self.before), why)
+            self.dropped_why = self.dropped_why or why
             self.task.cancel()
 
 
@@ -136,6 +143,7 @@ class Completion:
         self.refreshing: dict[str, asyncio.Task[None]] = {}  # uri -> waiting to send REFRESH
         self.superseded: set[asyncio.Task[Suggestion | None]] = set()  # answered "nothing", not "cancelled"
         self.model_calls = 0  # requests sent to the daemon (bench/typing.py reads it through banked/metrics)
+        self._serials = itertools.count(1)
 
     # -- LSP entry points --------------------------------------------------------------------
 
@@ -197,9 +205,16 @@ class Completion:
         task = asyncio.current_task()
         assert task is not None
         self.inflight[uri] = task
+        how = ["none"]  # how it was answered: reuse | follow | call | none (traced when metrics are on)
+        t0 = time.perf_counter()
+        doc = self.ls.workspace.text_documents.get(uri)
+        version = doc.version if doc is not None else None
         try:
-            return await self._answer(uri, position, invoked)
+            found = await self._answer(uri, position, invoked, how)
+            self._trace("request", uri=uri, version=version, how=how[0] if found else "none", t0=t0)
+            return found
         except asyncio.CancelledError:
+            self._trace("request", uri=uri, version=version, how="cancelled", t0=t0)
             if task in self.superseded:
                 return None  # typed over: an empty answer (the client did not cancel it)
             raise
@@ -215,7 +230,7 @@ class Completion:
             if self.inflight.get(uri) is task:
                 del self.inflight[uri]
 
-    async def _answer(self, uri: str, position: types.Position, invoked: bool) -> Suggestion | None:
+    async def _answer(self, uri: str, position: types.Position, invoked: bool, how: list[str]) -> Suggestion | None:
         t0 = time.perf_counter()
         settings = self.ls.settings
         doc = self.ls.workspace.get_text_document(uri)
@@ -226,9 +241,11 @@ class Completion:
         log.debug("request v%d at %s:%s (%d chars before)", version, position.line, position.character, len(before))
         followed = False
         if settings.reuse:
+            how[0] = "reuse"
             found = self._reuse(uri, before, after, position)
             if found is None and (comp := self._sharable(uri, doc.source)) is not None:
                 log.debug("v%d follows a running call (%d chars before)", version, len(comp.before))
+                how[0] = f"follow:{comp.serial}"
                 found, final = await self._follow(uri, comp, version, before, after, position, invoked)
                 if found is None and final:
                     return None
@@ -243,6 +260,7 @@ class Completion:
         if doc.version != version:
             return None
         comp = self._start(uri, doc, before, after, position)
+        how[0] = f"call:{comp.serial}"
         if settings.reuse:
             found, _ = await self._follow(uri, comp, version, before, after, position, invoked)
             self._metrics(uri, t0, comp if comp.daemon_ms is not None else None, invoked)
@@ -360,7 +378,7 @@ class Completion:
         if old is not None:
             old.cancel("a new request replaces it")
         pos = doc.position_codec.position_from_client_units(doc.lines, position)
-        comp = self.computing[uri] = Computation(before, after)
+        comp = self.computing[uri] = Computation(before, after, serial=next(self._serials))
         self._launch(uri, comp, doc.source, pos.line, pos.character)
         return comp
 
@@ -389,7 +407,7 @@ class Completion:
         if self.cache.get(uri, assumed, after) is not None:
             return
         lines = assumed.split("\n")
-        comp = self.speculating[uri] = Computation(assumed, after, speculative=True)
+        comp = self.speculating[uri] = Computation(assumed, after, speculative=True, serial=next(self._serials))
         self._launch(uri, comp, assumed + after, len(lines) - 1, len(lines[-1]))
 
     async def _call(self, uri: str, comp: Computation, source: str, line: int, col: int) -> str | None:
@@ -417,7 +435,7 @@ class Completion:
 
         self.model_calls += 1
         if self.ls.settings.metrics:
-            self.ls.protocol.notify(MODEL_CALL, {"uri": uri, "speculative": comp.speculative})
+            self.ls.protocol.notify(MODEL_CALL, {"uri": uri, "speculative": comp.speculative, "call": comp.serial})
         log.debug(
             "calling the daemon (%s, %d chars before)",
             "speculative" if comp.speculative else "request",
@@ -426,10 +444,28 @@ class Completion:
         t0 = time.perf_counter()
         try:
             result = await self.ls.link.request(protocol.COMPLETE, params, streamed)
+        except asyncio.CancelledError:
+            self._trace("call", uri=uri, call=comp.serial, outcome="dropped", why=comp.dropped_why, t0=t0)
+            raise
         except (DaemonUnavailable, OSError, rpc.RemoteError) as exc:
             log.info("%s completion: %s", "speculative" if comp.speculative else "a", exc)
+            self._trace("call", uri=uri, call=comp.serial, outcome="failed", why=str(exc), t0=t0)
             return None
         comp.link_ms, comp.daemon_ms = round(1000 * (time.perf_counter() - t0), 3), result.daemon_ms
+        self._trace(
+            "call",
+            uri=uri,
+            call=comp.serial,
+            outcome="answered",
+            speculative=comp.speculative,
+            text=result.text,
+            reused=result.reused_tokens,
+            prefilled=result.prefilled_tokens,
+            generated=result.generated_tokens,
+            ttft_ms=result.ttft_ms,
+            daemon_ms=result.daemon_ms,
+            t0=t0,
+        )
         log.debug("answered for %d chars before: %r, ahead %r", len(comp.before), result.text, result.ahead)
         if self.ls.settings.reuse:
             self.cache.put(uri, comp.before, comp.after, result.text)
@@ -444,6 +480,12 @@ class Completion:
                 if not comp.speculative and doc is not None:  # and the line after that, while the user types
                     self._speculate(uri, doc, line_end + "\n", comp.after, nxt)
         return result.text
+
+    def _trace(self, event: str, t0: float, **fields: object) -> None:
+        """banked/trace (when metrics are on): one request's outcome or one model call's end, with its time."""
+        if self.ls.settings.metrics:
+            ms = round(1000 * (time.perf_counter() - t0), 1)
+            self.ls.protocol.notify(TRACE, {"event": event, "ms": ms, **fields})
 
     def _metrics(self, uri: str, t0: float, comp: Computation | None, invoked: bool) -> None:
         """banked/metrics (when asked for): where this answer came from and what it cost (bench/lsp.py)."""
