@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install install-small demo test lint typecheck pytest vscode bench clean
+.PHONY: install install-small install-server demo test lint typecheck pytest vscode bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,15 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# llama.cpp's llama-server, built once from the llama.cpp that the pinned llama-cpp-python sdist vendors (about
+# 15 min on 2 cores; kept in ~/.cache/banked-build, as pip keeps built wheels): the remote engine's tests and
+# `banked team-server` run it.
+$(VENV)/.llama-server: $(STAMP) daemon/engines/llama_server.py
+	$(BIN)/python -m banked.daemon.engines.llama_server
+	touch $@
+
+install-server: $(VENV)/.llama-server
 
 # The faster, weaker completion model (model = "qwen2.5-coder-0.5b" in config.toml).
 install-small: install
@@ -35,7 +44,7 @@ typecheck: install
 	ln -sfn ../../../lsp build/typecheck/banked/lsp
 	MYPYPATH=build/typecheck $(BIN)/mypy -p banked.daemon -p banked.lsp
 
-pytest: install
+pytest: install install-server
 	$(BIN)/pytest -q -rs
 
 # The VS Code extension: tsc (strict), node's test runner on its logic, an esbuild bundle, a .vsix built with

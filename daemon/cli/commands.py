@@ -125,6 +125,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_team_server(args: argparse.Namespace) -> int:
+    from banked.daemon.cli.team_server import cmd_team_server as run
+
+    return run(args)
+
+
 def cmd_stop(args: argparse.Namespace) -> int:
     try:
         c = connect(autostart=False)
@@ -173,12 +179,29 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"VRAM: weights {x['vram_weights_bytes'] / 2**30:.2f} GiB, "
             f"{x['cache_type']} cache {x['vram_cache_bytes'] / 2**30:.2f} GiB"
         )
+    remote = x.get("remote")
+    if isinstance(remote, dict):
+        out.print(remote_line(remote), soft_wrap=True)
     for w in st.workspaces:
         mark = "[bold green]●[/] " if w.active else "  "
         out.print(f"{mark}{w.root}", soft_wrap=True)
         out.print(f"    {w.files} files, {w.tokens or '-'} tokens, snapshot {w.snapshot}", soft_wrap=True)
     out.print(f"socket {st.socket}", soft_wrap=True)
     return 0
+
+
+def remote_line(r: dict[str, Any]) -> str:
+    """The remote server in one or two lines of `banked status`."""
+    state = "reachable" if r.get("reachable") else "[red]unreachable[/]"
+    line = f"server {r.get('url')} ({r.get('kind')}, {r.get('model')}, slot {r.get('slot')}): {state}"
+    if r.get("recent_reuse") is not None:
+        line += (
+            f"\n  last {r['recent_requests']} requests: {100 * r['recent_reuse']:.1f} % of prompt tokens from its "
+            f"cache ({r['recent_computed_tokens']:,} computed); last one {r['last_computed_tokens']:,} computed"
+        )
+    if r.get("problem"):
+        line += f"\n  [yellow]answering from the local engine meanwhile:[/] {r['problem']}"
+    return line
 
 
 def cmd_warm(args: argparse.Namespace) -> int:

@@ -83,6 +83,35 @@ def check_model(cfg: config.Config) -> Check:
     return Check("engine and model", "ok", f"{engine}, {model}")
 
 
+def check_remote(cfg: config.Config, st: protocol.StatusResult | None) -> Check:
+    """engine = "remote": the server's address and key as configured, whether it answers, and (from a running
+    daemon) what it is, and how much of the last requests' prompts its cache served."""
+    from banked.daemon.engines import servers
+    from banked.daemon.engines.base import EngineError
+    from banked.daemon.engines.remote import read_api_key, user_key
+
+    try:
+        key = read_api_key(cfg.remote_api_key_env, cfg.remote_api_key_file)
+        server = servers.connect(
+            cfg.remote_url, cfg.remote_kind, key, cfg.remote_model, user_key(), cfg.remote_insecure
+        )
+        info = server.info()
+        server.close()
+    except (EngineError, servers.ServerError) as exc:
+        fix = "start the server (`banked team-server` on the team's machine) or fix remote_url / the API key"
+        return Check("remote server", "error", str(exc), fix)
+    detail = f"{cfg.remote_url}: {info.kind} serving {info.model}, {info.n_ctx:,} tokens of context, {info.slots} slots"
+    remote = st.engine.extra.get("remote") if st is not None else None
+    if isinstance(remote, dict):
+        share = remote.get("recent_reuse")
+        if share is not None:
+            n = remote["recent_requests"]
+            detail += f"; the last {n} requests took {100 * share:.1f} % of their prompt from its cache"
+        if remote.get("problem"):
+            return Check("remote server", "warn", f"{detail}; answering locally: {remote['problem']}", "see the log")
+    return Check("remote server", "ok", detail)
+
+
 def check_daemon() -> tuple[Check, protocol.StatusResult | None]:
     sock = paths.socket_path()
     try:
@@ -151,7 +180,11 @@ def run() -> list[Check]:
     checks.append(cfg_check)
     if cfg is not None:
         checks.append(check_model(cfg))
-    checks += [check_daemon()[0], check_socket_dir(), check_service(), check_watches(), check_disk()]
+    daemon, st = check_daemon()
+    checks.append(daemon)
+    if cfg is not None and cfg.engine == "remote":
+        checks.append(check_remote(cfg, st))
+    checks += [check_socket_dir(), check_service(), check_watches(), check_disk()]
     return checks
 
 

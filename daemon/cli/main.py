@@ -55,6 +55,16 @@ COMMANDS: list[tuple[str, Callable[[argparse.Namespace], int], str, list[Arg]]] 
     ("doctor", c.cmd_doctor, "check the installation, the model, the daemon and the service; say what to fix",
      [JSON]),
     ("demo", c.cmd_demo, "warm a sample workspace; complete, explain and refactor in it", []),
+    ("team-server", c.cmd_team_server, "serve the model to a team: llama.cpp's server, N slots, an API key",
+     [(("--model",), {"help": "a GGUF file (default: the embedded model)"}),
+      (("--parallel",), {"type": int, "default": 4, "help": "users served at once, one slot each (default 4)"}),
+      (("--per-user",), {"type": int, "default": 32768, "help": "tokens of context per user (default 32768)"}),
+      (("--host",), {"default": "127.0.0.1", "help": "address to listen on (0.0.0.0: every interface)"}),
+      (("--port",), {"type": int, "default": 8080, "help": "port (default 8080)"}),
+      (("--threads",), {"type": int, "default": 0, "help": "CPU threads (default: llama.cpp's choice)"}),
+      (("--key-env",), {"default": "BANKED_API_KEY",
+                        "help": "the variable users keep the key in (its value here, if set, is the key)"}),
+      (("--no-key",), {"action": "store_true", "help": "no API key (loopback or a trusted network only)"})]),
 ]  # fmt: skip
 
 GROUPS: list[tuple[str, str, list[tuple[str, Callable[[argparse.Namespace], int], str, list[Arg]]]]] = [

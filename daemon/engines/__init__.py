@@ -12,7 +12,7 @@ from banked.daemon.engines.model_store import Packaged, Progress
 
 __all__ = ["Engine", "EngineError", "EngineInfo", "Sampling", "choose", "make_engine"]
 
-DEFAULT_CHUNK = {"llamacpp": 64, "exl2": 2048}
+DEFAULT_CHUNK = {"llamacpp": 64, "exl2": 2048, "remote": 2048}
 
 
 def find_exl2_model() -> Path | None:
@@ -48,13 +48,23 @@ def choose(cfg: Config) -> tuple[str, Path | Packaged]:
         return "exl2", exl2
     if cfg.engine == "llamacpp":
         return "llamacpp", model or named or model_store.DEFAULT
-    raise EngineError(f'unknown engine {cfg.engine!r}; choose "auto", "llamacpp" or "exl2"')
+    if cfg.engine == "remote":
+        if not cfg.remote_url:
+            raise EngineError('engine = "remote" needs remote_url (the team server, e.g. "https://gpu-box:8080")')
+        # the model is the server's; locally only its vocabulary is read (remote_tokenizer, else the embedded GGUF)
+        tok = model_store.packaged(cfg.remote_tokenizer)
+        if cfg.remote_tokenizer and not tok:
+            return "remote", Path(cfg.remote_tokenizer).expanduser()
+        return "remote", tok or model_store.DEFAULT
+    raise EngineError(f'unknown engine {cfg.engine!r}; choose "auto", "llamacpp", "exl2" or "remote"')
 
 
 def make_engine(cfg: Config, progress: Progress | None = None) -> Engine:
     """The engine the configuration asks for (`prefill_chunk` 0 means the engine's own default)."""
     name, model = choose(cfg)
     chunk = cfg.prefill_chunk or DEFAULT_CHUNK[name]
+    if name == "remote":
+        return _remote(cfg, model, chunk, progress)
     if name == "exl2":
         from banked.daemon.engines.exl2 import Exl2Engine
 
@@ -72,3 +82,34 @@ def make_engine(cfg: Config, progress: Progress | None = None) -> Engine:
     path = model if isinstance(model, Path) else model_store.ensure(model, progress)
     # request_chunk 0 is the chunk: Engine takes max(chunk, burst)
     return LlamaCppEngine(path, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads, chunk=chunk, burst=cfg.request_chunk)
+
+
+def _remote(cfg: Config, vocab: Path | Packaged, chunk: int, progress: Progress | None) -> Engine:
+    """The remote engine (with the local one behind it when `remote_fallback = "local"`)."""
+    from banked.daemon.engines.remote import make_remote, read_api_key
+
+    gguf = vocab if isinstance(vocab, Path) else model_store.ensure(vocab, progress)
+    key = read_api_key(cfg.remote_api_key_env, cfg.remote_api_key_file)
+
+    def remote() -> Engine:
+        return make_remote(
+            cfg.remote_url,
+            cfg.remote_kind,
+            gguf,
+            key,
+            model=cfg.remote_model,
+            insecure=cfg.remote_insecure,
+            slot=cfg.remote_slot,
+            n_ctx=cfg.n_ctx,
+            chunk=chunk,
+        )
+
+    if cfg.remote_fallback != "local":
+        return remote()
+    from banked.daemon.engines.failover import Failover
+    from banked.daemon.engines.llamacpp import LlamaCppEngine
+
+    def local() -> Engine:
+        return LlamaCppEngine(gguf, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads, chunk=DEFAULT_CHUNK["llamacpp"])
+
+    return Failover(remote, local)  # type: ignore[arg-type]

@@ -13,7 +13,7 @@ the cache, optionally computing the last position's logits), `_drop_from`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +60,9 @@ class Engine:
     """
 
     info: EngineInfo
+    #: The model runs elsewhere (remote.py): a generation's own request prefills what the server lacks, so
+    #: `run_generation` hands it the sequence (`set_sequence`) instead of catching up first.
+    generates_remotely = False
 
     def __init__(self, chunk: int, burst: int = 0) -> None:
         """`chunk` is the prefill step that anything may be stopped after (background work yields to a
@@ -155,6 +158,19 @@ class Engine:
                 on_progress(n + done, len(ids))
         return done
 
+    def set_sequence(self, ids: Sequence[int]) -> None:
+        """Remote engines only: the sequence the next generation runs after (its request prefills it)."""
+        raise NotImplementedError
+
+    def check(self) -> None:
+        """Before a request (model thread): make sure the cache is what `cached` says (a remote engine's slot
+        may have been taken or its server restarted). Local engines always are."""
+
+    def served(self) -> tuple[int, int] | None:
+        """Remote engines: (prompt tokens the server reused, prompt tokens it computed) in its last request,
+        as the server counted them; None for a local engine (its own counts are exact)."""
+        return None
+
     def logits(self) -> npt.NDArray[np.float32]:
         """Next-token logits after the last cached token (recomputed if unknown)."""
         self._ensure_logits()
@@ -176,7 +192,7 @@ class Engine:
         stop_ids: set[int],
         sampling: Sampling | None = None,
         should_stop: ShouldStop = never,
-    ) -> Iterator[int]:
+    ) -> Generator[int, None, None]:
         """Sample up to `max_tokens`, appending each to the cache; a stop id ends it unappended."""
         sampling = sampling or Sampling()
         if sampling.temperature > 0:

@@ -9,6 +9,7 @@ cache again holds only what a batched prefill produced.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -130,6 +131,16 @@ class Context(Protocol):
     def prefix(self) -> list[int]: ...
 
 
+def _catch_up(engine: Engine, g: Generation, seq: list[int], stop: ShouldStop) -> bool:
+    """Bring the cache to `seq`; False if it stopped short. A remote engine is only told the sequence: the
+    generation's own request prefills what the server lacks (one round trip, not two)."""
+    if engine.generates_remotely:
+        engine.set_sequence(seq)
+        return True
+    g.prefilled_tokens += engine.catch_up(seq, stop, chunk=g.chunk)
+    return len(engine.cached) >= len(seq)
+
+
 def run_generation(
     context: Context, g: Generation, cancelled: ShouldStop = never, preempted: ShouldStop = never
 ) -> bool:
@@ -148,18 +159,20 @@ def run_generation(
 
     if g.reused_tokens < 0:
         g.reused_tokens = common_prefix(engine.cached, seq)
-    g.prefilled_tokens += engine.catch_up(seq, stop, chunk=g.chunk)
-    if len(engine.cached) < len(seq):
+    if not _catch_up(engine, g, seq, stop):
         return not yielded
-    for tok in engine.generate(g.max_tokens - len(g.generated), g.stops, g.sampling, stop):
-        g.generated.append(tok)
-        text = g.stream.feed(tok)
-        if g.ttft_s is None:
-            g.ttft_s = time.perf_counter() - g.started
-        if text:
-            g.on_text(text)
-        if g.stream.done:
-            break
+    with contextlib.closing(engine.generate(g.max_tokens - len(g.generated), g.stops, g.sampling, stop)) as toks:
+        for tok in toks:  # leaving the loop closes the stream (a remote request is aborted there and then)
+            g.generated.append(tok)
+            text = g.stream.feed(tok)
+            if g.ttft_s is None:
+                g.ttft_s = time.perf_counter() - g.started
+            if text:
+                g.on_text(text)
+            if g.stream.done:
+                break
+    if (served := engine.served()) is not None:  # the server's own counts of what it reused and computed
+        g.reused_tokens, g.prefilled_tokens = served[0], g.prefilled_tokens + served[1]
     if yielded and not g.stream.done:
         return False
     rest = g.stream.finish()

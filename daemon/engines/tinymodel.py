@@ -25,12 +25,25 @@ SPECIALS = [
 ]
 
 
-def write_tiny_qwen2(path: Path, *, d: int = 64, layers: int = 2, ctx: int = 32768, seed: int = 0) -> Path:
+def write_tiny_qwen2(
+    path: Path,
+    *,
+    d: int = 64,
+    layers: int = 2,
+    ctx: int = 32768,
+    seed: int = 0,
+    extra_merge: tuple[str, str] | None = None,
+    ascii_only: bool = False,
+) -> Path:
+    """`extra_merge`: one more merge (and its token), so the vocabulary splits some text differently: a model
+    of "another family" for the remote engine's tokenizer check. `ascii_only`: the model never writes a byte
+    above 0x7f, so its text is always whole UTF-8 (a streaming server sends text whole characters at a time)."""
     import gguf
 
     rng = np.random.default_rng(seed)
-    tokens = [*gpt2_byte_symbols(), "ĠĠ", *SPECIALS]
-    types = [gguf.TokenType.NORMAL] * 257 + [gguf.TokenType.CONTROL] * len(SPECIALS)
+    merged = ["".join(extra_merge)] if extra_merge else []
+    tokens = [*gpt2_byte_symbols(), "ĠĠ", *merged, *SPECIALS]
+    types = [gguf.TokenType.NORMAL] * (257 + len(merged)) + [gguf.TokenType.CONTROL] * len(SPECIALS)
     n_vocab = len(tokens)
     n_head, n_head_kv, ff = 4, 2, 2 * d
     head_dim = d // n_head
@@ -50,7 +63,7 @@ def write_tiny_qwen2(path: Path, *, d: int = 64, layers: int = 2, ctx: int = 327
     w.add_tokenizer_pre("qwen2")
     w.add_token_list(tokens)
     w.add_token_types(types)
-    w.add_token_merges(["Ġ Ġ"])
+    w.add_token_merges(["Ġ Ġ", *([" ".join(extra_merge)] if extra_merge else [])])
     eot = tokens.index("<|endoftext|>")
     w.add_bos_token_id(eot)
     w.add_eos_token_id(eot)
@@ -79,6 +92,8 @@ def write_tiny_qwen2(path: Path, *, d: int = 64, layers: int = 2, ctx: int = 327
     # greedy decoding never stops early by chance and streaming tests see the length they ask for.
     out = (rng.standard_normal((n_vocab, d)) * 0.5).astype(np.float32)
     out[257:] = 0.0
+    if ascii_only:
+        out[0x80:0x100] = 0.0
     w.add_tensor("output.weight", out)
     w.write_header_to_file()
     w.write_kv_data_to_file()

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import msgspec
 from banked.daemon import __version__, paths
 from banked.daemon.config import Config
 from banked.daemon.context import postprocess, prompts, syntax
@@ -73,6 +74,9 @@ class Daemon:
 
     async def status(self, call: Call, params: p.NoParams) -> p.StatusResult:
         info = self.engine.info
+        report = getattr(self.engine, "report", None)
+        if report is not None:  # a remote engine: the server, reachable now, and what its cache saved lately
+            info = msgspec.structs.replace(info, extra={**info.extra, "remote": await asyncio.to_thread(report)})
         running = self.sched.running
         return p.StatusResult(
             pid=os.getpid(),
@@ -280,6 +284,8 @@ class Daemon:
     def _step(self, job: Job, entry: Entry, g: Generation) -> Any:
         """Model thread: advance a generation; YIELD lets a more urgent job run first."""
         self.workspaces.activate(entry.root)
+        if g.reused_tokens < 0:
+            self.engine.check()  # a remote slot taken or a restarted server: restored, or the prefix is forgotten
         if not run_generation(entry.wc, g, job.cancelled, job.preempted):
             return YIELD
         if job.cancelled():

@@ -298,6 +298,7 @@ class Workspaces:
                     self.loop.call_soon_threadsafe(self.later, "sync", root, wait, lambda _r: self._resync(entry))
                 return None
             self.activate(root)
+            self.engine.check()
             n = entry.wc.sync(lambda: job.cancelled() or job.preempted(), progress)
             log.debug(
                 "sync %s: %d tokens prefilled, %d of %d cached",
@@ -337,8 +338,10 @@ class Workspaces:
         return idle - quiet
 
     def ensure_synced(self, entry: Entry) -> None:
-        """Before a request: a stale plan, or another workspace in the cache, starts a background sync."""
-        if entry.wc.last_plan is None or self.active != entry.root:
+        """Before a request: a stale plan, another workspace in the cache, or a cache that lost part of the
+        plan (a remote server restarted) starts a background sync (which waits for a pause if it must)."""
+        plan = entry.wc.last_plan
+        if plan is None or self.active != entry.root or common_prefix(self.engine.cached, plan.ids) < len(plan.ids):
             self.schedule_sync(entry)
 
     # -- idle timers (event loop) ------------------------------------------------------------
