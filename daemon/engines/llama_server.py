@@ -106,6 +106,7 @@ def build(say: Say = lambda _m: None, jobs: int = 0, install: bool = True) -> Pa
 def _sources(tmp: Path, say: Say) -> Path:
     """The pinned sdist (downloaded once into the build cache, its sha256 checked), unpacked: llama.cpp's dir."""
     sdist = build_dir().parent / SDIST
+    sdist.parent.mkdir(parents=True, exist_ok=True)
     if not sdist.is_file() or _sha256(sdist) != SDIST_SHA256:
         say(f"downloading {SDIST} from PyPI")
         part = sdist.with_suffix(".part")
