@@ -37,6 +37,7 @@ class Status:
         self.daemon: protocol.StatusResult | None = None  # the last poll's answer
         self.ready = False  # `initialized` arrived: notifications may be sent
         self.failure_shown = False
+        self.server_warned = False  # the team server's outage was shown
         self._sent: dict[str, Any] | None = None
         self._reprefill: tuple[asyncio.Task[None], asyncio.Event] | None = None
 
@@ -78,7 +79,18 @@ class Status:
             "workspace": ws.root if ws else None,
             "here": self.ls.warming.holds_this_window() if ws else None,  # the warm workspace is this window's
             "pending_jobs": self.daemon.pending_jobs if connected and self.daemon else 0,
+            **self._server(connected),
         }
+
+    def _server(self, connected: bool) -> dict[str, Any]:
+        """A remote engine: its server, and what is wrong with it (unreachable, answering locally meanwhile)."""
+        remote = self.daemon.engine.extra.get("remote") if connected and self.daemon else None
+        if not isinstance(remote, dict):
+            return {}
+        problem = str(remote.get("problem") or "")
+        if not problem and not remote.get("reachable", True):
+            problem = f"the server at {remote.get('url')} does not answer"
+        return {"server": remote.get("url"), "server_problem": problem}
 
     def publish(self, force: bool = False) -> None:
         """Send `banked/status` if it says something new (or when asked)."""
@@ -92,8 +104,20 @@ class Status:
     async def refresh(self, autostart: bool = False) -> protocol.StatusResult:
         self.daemon = await self.ls.link.request(protocol.STATUS, protocol.NoParams(), autostart=autostart)
         self.track_reprefill()
+        self.warn_about_server()
         self.publish()
         return self.daemon
+
+    def warn_about_server(self) -> None:
+        """Once per outage of a team server: say so, and what happens meanwhile (the status bar keeps it)."""
+        problem = self._server(self.state == "connected").get("server_problem", "")
+        if problem and not self.server_warned and self.ready:
+            local = self.daemon is not None and self.daemon.engine.name != "remote"
+            meanwhile = "answering from the local engine meanwhile" if local else "completions wait until it is back"
+            self.ls.window_show_message(
+                types.ShowMessageParams(type=types.MessageType.Warning, message=f"banked: {problem}; {meanwhile}")
+            )
+        self.server_warned = bool(problem)
 
     async def poll(self) -> None:
         """Keep the editor's status current, reconnect after a restart, show long re-prefills."""

@@ -13,6 +13,8 @@ export interface BankedStatus {
   pending_jobs?: number;
   workspace?: string | null; // the folder the daemon's cache holds
   here?: boolean | null; // whether that folder is one of this window's
+  server?: string | null; // engine = "remote": the team server
+  server_problem?: string; // what is wrong with it ("" when nothing)
 }
 
 /** The user's `banked.*` settings as read from the configuration. */
@@ -57,9 +59,12 @@ export function statusBar(st: BankedStatus | undefined): { text: string; tooltip
       tooltip: `banked: the cache holds ${st.workspace}, another window's folder; it moves here when this window keeps the focus (banked.warm), or run "banked: Warm workspace"`,
     };
   }
+  if (st.server_problem) {
+    return { text: "$(warning) banked", tooltip: `banked: ${st.server_problem}${st.engine !== "remote" ? "; answering from the local engine meanwhile" : ""}` };
+  }
   const cached = st.cached_tokens ?? 0;
   const total = st.workspace_tokens ?? 0;
-  const engine = st.engine ? ` · ${st.engine}` : "";
+  const engine = st.engine ? ` · ${st.engine}${st.server ? ` at ${st.server}` : ""}` : "";
   const off = st.enabled ? "" : " (off)";
   const warming = total > 0 && cached < total;
   const icon = !st.enabled ? "$(circle-slash)" : warming ? "$(sync~spin)" : "$(flame)";

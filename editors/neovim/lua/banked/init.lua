@@ -452,6 +452,9 @@ function M.statusline()
   if st.enabled == false then
     return "banked off"
   end
+  if st.server_problem and st.server_problem ~= "" then -- a team server that does not answer
+    return "banked ⚠ server"
+  end
   if st.here == false then -- the cache holds another window's folder (see init_options.warm)
     return "banked: " .. vim.fn.fnamemodify(st.workspace or "?", ":t")
   end

@@ -26,6 +26,10 @@ test("the status bar shows warming percent, then cached tokens, and failures", (
   const elsewhere = statusBar({ ...base, cached_tokens: 10, workspace_tokens: 10, workspace: "/home/u/other", here: false });
   assert.equal(elsewhere.text, "$(flame) banked: other");
   assert.match(elsewhere.tooltip, /holds \/home\/u\/other, another window's folder/);
+  const away = statusBar({ ...base, engine: "llamacpp", server: "https://gpu:8080", server_problem: "the server at https://gpu:8080 does not answer" });
+  assert.equal(away.text, "$(warning) banked");
+  assert.match(away.tooltip, /does not answer; answering from the local engine meanwhile/);
+  assert.match(statusBar({ ...base, engine: "remote", server: "https://gpu:8080", server_problem: "" }).tooltip, /remote at https:\/\/gpu:8080/);
 });
 
 test("counts are short", () => {
