@@ -8,26 +8,32 @@ from pathlib import Path
 import pytest
 
 
-def _gpu_ready() -> str:
+def _gpu_ready(package: str) -> str:
     if importlib.util.find_spec("torch") is None:
         return "no torch"
     import torch
 
     if not torch.cuda.is_available():
         return "no CUDA GPU"
-    if importlib.util.find_spec("exllamav2") is None:
-        return "exllamav2 is not installed"
+    if importlib.util.find_spec(package) is None:
+        return f"{package} is not installed"
     return ""
 
 
-_why = _gpu_ready()
+# Each file's own requirement beside the GPU: the exl2 engine's, or the server the remote engine talks to.
+NEEDS = {"test_exl2.py": ("exllamav2",), "test_remote_servers.py": ("transformers",)}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if _why:
-        for item in items:
-            if "tests/gpu" in str(item.fspath):
-                item.add_marker(pytest.mark.skip(reason=f"GPU test: {_why}"))
+    for item in items:
+        path = Path(str(item.fspath))
+        if "gpu" not in path.parts:
+            continue
+        for package in NEEDS.get(path.name, ("torch",)):
+            why = _gpu_ready(package)
+            if why:
+                item.add_marker(pytest.mark.skip(reason=f"GPU test: {why}"))
+                break
 
 
 @pytest.fixture(scope="session")
