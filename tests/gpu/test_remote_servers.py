@@ -28,7 +28,6 @@ from banked.daemon.engines.generation import Generation, TextStream, run_generat
 from banked.daemon.engines.remote import make_remote
 from banked.daemon.engines.tinyhf import write_tiny_qwen2_hf
 from banked.daemon.engines.tinymodel import write_tiny_qwen2
-
 from server_helpers import free_port
 
 WORDS = ["alpha", "beta", "gamma", "delta", "return", "self", "value", "None", "def", "class"]
