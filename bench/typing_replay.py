@@ -501,6 +501,8 @@ async def run_package(source: str, args: argparse.Namespace, model: Path) -> dic
     data: dict[str, Any] = {"source": source, "bodies": [b.__dict__ for g in groups for b in g], "modes": {}}
     data["workspace_tokens"] = warm["tokens"]
     print(f"daemon logs in {env['BANKED_LOG_DIR']}", flush=True)
+    if args.prepare_only:
+        return data
     for name in args.modes.split(","):
         mode, menv = mode_env(env, name)
         daemon = Daemon(menv).start()  # a fresh daemon per mode: no completions cached by another mode
@@ -548,6 +550,8 @@ async def main_async(args: argparse.Namespace) -> None:
     }
     for src in sources:
         data["packages"].append(await run_package(src, args, model))
+    if args.prepare_only:
+        return
     rows: list[list[Any]] = []
     data["pooled"] = {}
     for name in args.modes.split(","):
@@ -617,6 +621,7 @@ def main() -> None:
     p.add_argument("--model", help="a GGUF file (default: the embedded model)")
     p.add_argument("--json", default="bench/results/typing.json")
     p.add_argument("--workdir", help="keep each prepared, warmed package here and reuse it in later runs")
+    p.add_argument("--prepare-only", action="store_true", help="copy, remove the bodies and warm; type nothing")
     asyncio.run(main_async(p.parse_args()))
 
 

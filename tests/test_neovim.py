@@ -72,10 +72,14 @@ def test_ghost_text_appears_while_typing_and_tab_accepts_it(nvim: Any) -> None:
     n = nvim
     assert n.exec_lua("return require('banked').builtin") is False  # 0.11: the plugin's own renderer
     n.input("9GA2 * ")  # line 9 is "    return ": type after it, in insert mode
-    marks = wait(lambda: ghost_marks(n), "ghost text extmarks")
+    wait(lambda: ghost_marks(n), "ghost text extmarks")
+    # The ghost text and the suggestion read at one moment (the suggestion grows as the model writes it).
+    marks, suggestion = n.exec_lua(
+        "local ns = vim.api.nvim_get_namespaces()['banked']"
+        " return {vim.api.nvim_buf_get_extmarks(0, ns, 0, -1, {details = true}), require('banked').suggestion()}"
+    )
     row, col, details = marks[0][1], marks[0][2], marks[0][3]
     assert (row, col) == (8, len("    return 2 * "))
-    suggestion = n.exec_lua("return require('banked').suggestion()")
     # Neovim stores virtual text printable (control characters as ^X) as it shows it; compare as shown.
     shown = n.funcs.strtrans(details["virt_text"][0][0])
     assert suggestion and shown == n.funcs.strtrans(suggestion.split("\n")[0])
@@ -83,7 +87,9 @@ def test_ghost_text_appears_while_typing_and_tab_accepts_it(nvim: Any) -> None:
     assert n.current.buffer[8] == "    return 2 * "  # shown, not inserted
     n.input("<Tab>")
     wait(lambda: n.current.buffer[8] != "    return 2 * ", "the suggestion inserted")
-    assert n.current.buffer[8] == "    return 2 * " + suggestion.split("\n")[0]
+    accepted = n.exec_lua("return require('banked').accepted")  # what was shown when Tab was pressed
+    assert accepted, "Tab went to the suggestion, not into the buffer as a key"
+    assert n.current.buffer[8] == "    return 2 * " + accepted.split("\n")[0]
     # The accepted text is no longer ghost text. The next suggestion (speculated while the first was shown)
     # may already be there, but only where the cursor now is, after what was inserted.
     row, col = (n.current.window.cursor[0] - 1, n.current.window.cursor[1])

@@ -222,7 +222,9 @@ def test_huge_and_deep_buffers_never_block_the_daemon(daemon: DaemonProc, tmp_pa
     finally:
         stop.set()
         poller.join()
-    assert lat and max(lat) < 1.0, f"status took {max(lat):.2f}s"
+    # Parsing and tokenizing these buffers takes seconds; on the event loop they would hold `status` that long.
+    # 3 s, not less: on 2 cores shared with other work a status has taken 1.4 s without any blocking.
+    assert lat and max(lat) < 3.0, f"status took {max(lat):.2f}s"
 
 
 def test_a_cancel_right_after_its_request_is_honoured(daemon: DaemonProc, tmp_path: Path) -> None:

@@ -136,6 +136,7 @@ end
 
 local function insert(text)
   local s = current
+  M.accepted = text -- what the last accept put in (the suggestion may have grown since it was first drawn)
   M.clear()
   cancel_pending()
   local lines = vim.split(text, "\n", { plain = true })
