@@ -192,9 +192,8 @@ def test_nothing_crosses_a_network_unencrypted_and_keys_stay_private(tmp_path: P
         del os.environ["BANKED_TEST_KEY"]
 
 
-def test_a_daemon_on_the_remote_engine_completes_and_says_where_it_runs(
-    server: ServerProc, banked_env: dict[str, str], tiny_model: Path, tmp_path: Path
-) -> None:
+def remote_daemon(server: ServerProc, banked_env: dict[str, str], tiny_model: Path, **more: str) -> DaemonProc:
+    """A real daemon with `engine = "remote"` on the test server (its own settings and dirs, nothing of yours)."""
     env = {
         **os.environ,
         **banked_env,
@@ -202,8 +201,15 @@ def test_a_daemon_on_the_remote_engine_completes_and_says_where_it_runs(
         "BANKED_REMOTE_URL": server.url,
         "BANKED_REMOTE_TOKENIZER": str(tiny_model),
         "BANKED_N_CTX": "4096",
+        **more,
     }
-    d = DaemonProc(env, Path(banked_env["BANKED_RUNTIME_DIR"]) / "daemon.sock").start()
+    return DaemonProc(env, Path(banked_env["BANKED_RUNTIME_DIR"]) / "daemon.sock").start()
+
+
+def test_a_daemon_on_the_remote_engine_completes_and_says_where_it_runs(
+    server: ServerProc, banked_env: dict[str, str], tiny_model: Path, tmp_path: Path
+) -> None:
+    d = remote_daemon(server, banked_env, tiny_model)
     try:
         root = workspace(tmp_path / "ws", 7)
         with d.client() as c:
@@ -227,17 +233,7 @@ def test_a_daemon_on_the_remote_engine_completes_and_says_where_it_runs(
 def test_with_the_local_fallback_a_dead_server_costs_one_request(
     server: ServerProc, banked_env: dict[str, str], tiny_model: Path, tmp_path: Path
 ) -> None:
-    env = {
-        **os.environ,
-        **banked_env,
-        "BANKED_ENGINE": "remote",
-        "BANKED_REMOTE_URL": server.url,
-        "BANKED_REMOTE_TOKENIZER": str(tiny_model),
-        "BANKED_REMOTE_FALLBACK": "local",
-        "BANKED_MODEL": str(tiny_model),
-        "BANKED_N_CTX": "4096",
-    }
-    d = DaemonProc(env, Path(banked_env["BANKED_RUNTIME_DIR"]) / "daemon.sock").start()
+    d = remote_daemon(server, banked_env, tiny_model, BANKED_REMOTE_FALLBACK="local", BANKED_MODEL=str(tiny_model))
     try:
         root = workspace(tmp_path / "ws", 8)
         at = {"path": str(root / "pkg/mod1.py"), "line": 4, "col": 2, "max_tokens": 4, "reuse": False}
