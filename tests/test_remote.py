@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -222,10 +224,22 @@ def test_a_daemon_on_the_remote_engine_completes_and_says_where_it_runs(
             lines[4] += "x"  # typed on at the end of the line
             again = c.call("complete", {**at, "text": "\n".join(lines), "col": len(lines[4])})
             assert again["prefilled_tokens"] <= 2 + 16 + 8, "the server's count: what was typed and after"
+            explained = c.call("explain", {"path": str(path), "start_line": 1, "end_line": 3, "max_tokens": 8})
+            assert explained["engine"] == "remote" and explained["reused_tokens"] >= warm_["tokens"]
             st = c.call("status")
         remote_ = st["engine"]["extra"]["remote"]
         assert remote_["url"] == server.url and remote_["kind"] == "llama.cpp" and remote_["reachable"]
         assert remote_["recent_reuse"] > 0.5
+        env = {**d.env, "NO_COLOR": "1", "COLUMNS": "200"}
+        shown = subprocess.run(
+            [sys.executable, "-m", "banked.daemon", "status"], env=env, capture_output=True, text=True
+        )
+        assert server.url in shown.stdout and "llama.cpp" in shown.stdout and "reachable" in shown.stdout
+        assert "% of prompt tokens from its cache" in shown.stdout
+        doctor = subprocess.run(
+            [sys.executable, "-m", "banked.daemon", "doctor"], env=env, capture_output=True, text=True
+        )
+        assert "remote server" in doctor.stdout and "4,096 tokens of context" in doctor.stdout
     finally:
         d.stop()
 

@@ -193,7 +193,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 def remote_line(r: dict[str, Any]) -> str:
     """The remote server in one or two lines of `banked status`."""
     state = "reachable" if r.get("reachable") else "[red]unreachable[/]"
-    line = f"server {r.get('url')} ({r.get('kind')}, {r.get('model')}, slot {r.get('slot')}): {state}"
+    ctx = f"{r['n_ctx']:,} tokens" if isinstance(r.get("n_ctx"), int) else "?"
+    line = f"server {r.get('url')} ({r.get('kind')}, {r.get('model')}, {ctx}, slot {r.get('slot')}): {state}"
     if r.get("recent_reuse") is not None:
         line += (
             f"\n  last {r['recent_requests']} requests: {100 * r['recent_reuse']:.1f} % of prompt tokens from its "
