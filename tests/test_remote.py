@@ -268,3 +268,37 @@ def test_with_the_local_fallback_a_dead_server_costs_one_request(
         time.sleep(0.1)
     finally:
         d.stop()
+
+
+def test_team_server_serves_the_model_and_prints_what_users_configure(
+    banked_env: dict[str, str], tiny_model: Path, tmp_path: Path
+) -> None:
+    from server_helpers import free_port
+
+    port = free_port()
+    env = {**os.environ, **banked_env, "NO_COLOR": "1", "BANKED_API_KEY": "team-secret-123"}
+    cmd = [sys.executable, "-m", "banked.daemon", "team-server", "--model", str(tiny_model), "--parallel", "2"]
+    cmd += ["--per-user", "4096", "--port", str(port), "--threads", "1"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        printed = ""
+        deadline = time.monotonic() + 60
+        while "remote_fallback" not in printed and time.monotonic() < deadline:
+            printed += proc.stdout.readline() if proc.stdout else ""
+        assert 'engine = "remote"' in printed
+        assert f'remote_url = "http://127.0.0.1:{port}"' in printed
+        for _ in range(600):  # the server loads the model
+            try:
+                engine = make_remote(f"http://127.0.0.1:{port}", "auto", tiny_model, "team-secret-123")
+                break
+            except EngineError:
+                time.sleep(0.1)
+        assert engine.server_info.kind == "llama.cpp" and engine.server_info.slots == 2
+        engine.close()
+        with pytest.raises(EngineError, match="refused banked's API key"):
+            make_remote(f"http://127.0.0.1:{port}", "auto", tiny_model, "wrong-key")
+        key_file = Path(banked_env["BANKED_CACHE_DIR"]) / "team-server" / "api-key"
+        assert key_file.read_text().strip() == "team-secret-123" and (key_file.stat().st_mode & 0o077) == 0
+    finally:
+        proc.terminate()
+        proc.wait(60)
