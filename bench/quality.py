@@ -572,6 +572,11 @@ def run_package(source: str, n: int, args: argparse.Namespace) -> dict[str, Any]
     caches = list({id(m.wc): m for m in modes}.values())  # one mode per shared cache
     warm = {m.name: m.wc.sync() for m in caches if m.with_files}
     print(f"  prefilled {warm} ({time.perf_counter() - t0:.0f}s)", flush=True)
+    # Which files the workspace prefix left out (over budget: only their signatures, in the symbol map): a
+    # cross-file target whose definition is there is a different problem from one whose definition is whole.
+    held = next((m.wc.plan() for m in caches if m.with_files), None)
+    dropped = set(held.dropped) if held is not None else set()
+    defines = {p: defined_names(t) for p, t in files.items()} if args.cross_file else {}
     current: str | None = None
     for t in targets:
         text = files[t.path]
@@ -592,6 +597,9 @@ def run_package(source: str, n: int, args: argparse.Namespace) -> dict[str, Any]
             "expected": expected,
         }
         row["line"], row["names"] = cursor.line + 1, list(t.names)
+        if t.names:
+            homes = sorted(p for p, ns in defines.items() if p != t.path and set(t.names) & ns)
+            row["defined_in"], row["definition_in_prefix"] = homes, any(p not in dropped for p in homes)
         for m in modes:
             row[m.name] = score(m.complete(t, text, view, 48 if t.kind == "line" else 160), t, expected, cursor)
         results.append(row)
@@ -609,6 +617,7 @@ def run_package(source: str, n: int, args: argparse.Namespace) -> dict[str, Any]
         "files": sorted({t.path for t in targets}),
         "seconds": time.perf_counter() - t0,
         "warm_prefill_tokens": warm,
+        "dropped": sorted(dropped),
         "results": results,
     }
 
