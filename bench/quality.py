@@ -705,8 +705,28 @@ def per_package(data: dict[str, Any]) -> None:
     print_rows("per package", ["package", "targets", "context", "exact %", "ident hit %", "edit sim %"], rows)
 
 
+def per_class(data: dict[str, Any]) -> None:
+    """Cross-file targets by where their definition is: whole in the workspace prefix, or only its signature in
+    the symbol map (a package over the budget): exact match per mode (`classes` in the JSON)."""
+    classes: dict[str, list[dict[str, Any]]] = {}
+    for r in data["results"]:
+        if "definition_in_prefix" in r:
+            key = "definition in the prefix" if r["definition_in_prefix"] else "definition only in the symbol map"
+            classes.setdefault(key, []).append(r)
+    if not classes:
+        return
+    rows, out = [], {}
+    for key, rs in sorted(classes.items()):
+        _, summary = summarize({"results": rs})
+        out[key] = {mode: {"targets": len(rs), "exact_match": s["exact_match"]} for mode, s in summary.items()}
+        rows += [[key, len(rs), mode, s["exact_match"], s["edit_similarity"]] for mode, s in summary.items()]
+    data["classes"] = out
+    print_rows("by where the definition is", ["class", "targets", "context", "exact %", "edit sim %"], rows)
+
+
 def print_table(data: dict[str, Any], rows: list[list[Any]], summary: dict[str, Any], out: Path) -> None:
     data["summary"] = summary
+    per_class(data)
     if "workspace" in summary and "file" in summary:
         data["workspace_minus_file_points"] = summary["workspace"]["exact_match"] - summary["file"]["exact_match"]
     what = "cross-file" if data["cross_file"] else "random"
