@@ -340,7 +340,8 @@ class Mode:
 
     def complete(self, t: Target, text: str, files: dict[str, str], max_tokens: int) -> dict[str, Any]:
         if self.cfg is not None and self.wc.cfg is not self.cfg:
-            self.wc.cfg = self.cfg  # tails only: the modes sharing this cache agree on everything the plan uses
+            # tails only: the modes sharing this cache agree on everything the plan uses (the bench's CPU engine)
+            self.wc.cfg = self.cfg = config.for_engine(self.cfg, on_cpu=True)
             self.wc._focus_key = None
         buf, cursor = t.buffer(text), t.cursor(text)
         parsed = syntax.parse_text("python", buf)

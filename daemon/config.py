@@ -49,8 +49,13 @@ class Config:
     # The suffix window when nothing follows the cursor on its line (typing new code): in PSM order every
     # keystroke re-prefills the whole window, so a short one makes typing 3x cheaper (bench/keystroke.py).
     eol_suffix_tokens: int = 16
-    prefix_lines: int = 10  # the saved file is in the prefix already; a short tail makes a jump cheap
-    focus_tokens: int = 600  # the definitions the cursor needs, right before the FIM tail (0: none)
+    # The FIM tail's window before the cursor after a jump (the saved file is in the prefix already), and the
+    # focus segment (the definitions the cursor needs, right before the tail; 0: none). 0 and -1 are "auto":
+    # a jump prefills both at the workspace's depth, 60-110 ms a token on 2 CPU cores against well under 1 on a
+    # GPU, and on the unseen set they changed exact match by one target in 36 (bench/README.md), so on a CPU
+    # the lean layout (3 lines, no focus), elsewhere the full one (10 lines, 600 tokens). See `for_engine`.
+    prefix_lines: int = 0
+    focus_tokens: int = -1
     # "recent": coldest first, the files edited lately at the hot end (a file switch re-prefills nothing);
     # "deps": the file completed in last at the hot end and its imports before it (a switch reorders the end).
     prefix_order: str = "recent"
@@ -85,6 +90,23 @@ class Config:
     # for this long (requests meanwhile run after the last plan the cache holds whole): on a CPU, re-prefilling
     # a large file re-prefilled every request's tail after each step of it (bench/typing.py). 0: never wait.
     resync_idle_s: float = 5.0
+
+
+#: What the "auto" values of `prefix_lines` and `focus_tokens` become: (on a CPU, elsewhere).
+AUTO_PREFIX_LINES = (3, 10)
+AUTO_FOCUS_TOKENS = (0, 600)
+
+
+def for_engine(cfg: Config, on_cpu: bool) -> Config:
+    """`cfg` with its "auto" tail settings decided for the engine's device (a copy; explicit values stay)."""
+    from dataclasses import replace
+
+    pick = 0 if on_cpu else 1
+    return replace(
+        cfg,
+        prefix_lines=cfg.prefix_lines if cfg.prefix_lines > 0 else AUTO_PREFIX_LINES[pick],
+        focus_tokens=cfg.focus_tokens if cfg.focus_tokens >= 0 else AUTO_FOCUS_TOKENS[pick],
+    )
 
 
 _ENV_PREFIX = "BANKED_"

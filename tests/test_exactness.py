@@ -273,7 +273,7 @@ def test_a_jump_prefills_a_short_window_that_stays_put_while_typing_on(
         return g
 
     jump = complete(row, 0)
-    window = len(wc.tpl.tokens("\n".join(lines[row - cfg.prefix_lines : row]) + "\n"))
+    window = len(wc.tpl.tokens("\n".join(lines[row - wc.cfg.prefix_lines : row]) + "\n"))
     assert jump.prefilled_tokens <= window + cfg.eol_suffix_tokens + 16
     for k, typed in enumerate(["value = alpha", "return value", "if beta:"]):  # three new lines below it
         lines[row + k] = typed

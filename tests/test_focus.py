@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
+import pytest
 from banked.daemon.config import Config
 from banked.daemon.context import focus, repomap, syntax
 from banked.daemon.context.cursor import Cursor
@@ -65,6 +67,12 @@ COLORS = '''def paint(thing, color):
 def infos_of(ws: Workspace) -> dict[str, repomap.FileInfo]:
     rm = repomap.RepoMap()
     return {p: rm.info(p, f.text, f.digest) for p, f in ws.files.items()}
+
+
+@pytest.fixture
+def cfg(cfg: Config) -> Config:
+    """The focus segment on, as it is by default on a GPU or a server (on a CPU it is off unless set)."""
+    return dataclasses.replace(cfg, focus_tokens=600)
 
 
 def test_imported_names_come_first_and_unused_imports_count(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from banked.daemon.config import Config
+from banked.daemon.config import Config, for_engine
 from banked.daemon.context import focus, repomap, secrets, syntax
 from banked.daemon.context.cursor import Cursor, window_start
 from banked.daemon.context.templates import QwenCoderTemplate
@@ -70,7 +70,7 @@ class WorkspaceCache:
         self.ws = ws
         self.engine = engine
         self.tpl = template
-        self.cfg = cfg
+        self.cfg = for_engine(cfg, engine.info.device == "cpu")  # "auto" tail settings decided for the device
         self.overlays: dict[str, str] = {}  # live unsaved contents from editors
         self._committed: dict[str, tuple[str, int]] = {}  # overlays folded into the prefix
         self._recent: dict[str, int] = {}  # files the user worked on, for the budget

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
-from banked.daemon import __version__, paths
+from banked.daemon import __version__, config, paths
 from banked.daemon.config import Config
 from banked.daemon.context import postprocess, prompts, syntax
 from banked.daemon.context.templates import template_for
@@ -40,7 +40,8 @@ T = TypeVar("T")
 
 class Daemon:
     def __init__(self, cfg: Config, engine: Engine):
-        self.cfg = cfg
+        self.started_with = cfg  # as configured ("auto" values included): what `status` reports
+        self.cfg = config.for_engine(cfg, engine.info.device == "cpu")  # the "auto" tail settings, decided
         self.engine = engine
         self.tpl = template_for(engine)
         self.sched = Scheduler()
@@ -93,7 +94,7 @@ class Daemon:
             known_roots=sorted(self.workspaces.known.roots),
             socket=str(paths.socket_path()),
             snapshots_dir=str(paths.snapshots_dir()),
-            settings=dataclasses.asdict(self.cfg),
+            settings=dataclasses.asdict(self.started_with),
         )
 
     async def warm(self, call: Call, params: p.WarmParams) -> p.WarmResult:
