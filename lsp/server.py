@@ -133,7 +133,7 @@ def on_open(ls: BankedServer, params: types.DidOpenTextDocumentParams) -> None:
 @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
 def on_change(ls: BankedServer, params: types.DidChangeTextDocumentParams) -> None:
     ls.completion.changed(params.text_document.uri)
-    ls.documents.schedule(params.text_document.uri)
+    ls.documents.typed(params.text_document.uri)
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_SAVE)

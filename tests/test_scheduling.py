@@ -158,6 +158,10 @@ def test_a_save_while_typing_waits_for_a_pause_and_keeps_completions_warm(
             r = c.call("complete", {**at, "max_tokens": 3})
             assert r["prefilled_tokens"] < 10, "typing on there: nothing but what changed"
             assert c.call("status")["workspaces"][0]["synced_tokens"] < warm["tokens"], "the sync waits"
+            for _ in range(8):  # typing through a suggestion needs no completion: the editor's "active" says it
+                c.notify("active", {"path": str(big)})
+                time.sleep(0.5)
+            assert c.call("status")["workspaces"][0]["synced_tokens"] < warm["tokens"], "still typing: it waits"
             time.sleep(4)  # a pause: the sync runs
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:

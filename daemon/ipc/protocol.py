@@ -26,6 +26,7 @@ TEXT = "banked/text"  # streamed text of a request: TextNote
 PROGRESS = "banked/progress"  # progress of a request (prefill): ProgressNote
 CANCEL = "cancel"  # client -> daemon: CancelNote
 OVERLAY = "overlay"  # client -> daemon, fire and forget: OverlayParams
+ACTIVE = "active"  # client -> daemon, fire and forget: ActiveParams (the user is typing in this file)
 
 
 class TextNote(Struct):
@@ -101,6 +102,14 @@ class OverlayParams(FileParams, kw_only=True):
     pass  # text None: the editor closed the buffer, the disk is the truth again
 
 
+class ActiveParams(Struct, kw_only=True):
+    """The user is typing in `path`, whether or not it needs the model: background work that would move what
+    completions run after waits (`resync_idle_s`)."""
+
+    path: str
+    workspace: str | None = None
+
+
 # -- results ---------------------------------------------------------------------------------
 
 
@@ -171,6 +180,10 @@ class WriteTestsResult(ChatResult, kw_only=True):
 class OverlayResult(Struct, kw_only=True):
     path: str
     overlay: bool
+
+
+class ActiveResult(Struct, kw_only=True):
+    known: bool  # the file is in a workspace the daemon holds
 
 
 class EngineInfo(Struct, kw_only=True):
@@ -254,8 +267,10 @@ EXPLAIN = Method("explain", ChatParams, ExplainResult)
 REFACTOR = Method("refactor", RefactorParams, RefactorResult)
 WRITE_TESTS = Method("write_tests", ChatParams, WriteTestsResult)
 OVERLAY_METHOD = Method(OVERLAY, OverlayParams, OverlayResult)
+ACTIVE_METHOD = Method(ACTIVE, ActiveParams, ActiveResult)
 METHODS: dict[str, Method[Any, Any]] = {
-    m.name: m for m in (PING, STATUS, STOP, WARM, COMPLETE, EXPLAIN, REFACTOR, WRITE_TESTS, OVERLAY_METHOD)
+    m.name: m
+    for m in (PING, STATUS, STOP, WARM, COMPLETE, EXPLAIN, REFACTOR, WRITE_TESTS, OVERLAY_METHOD, ACTIVE_METHOD)
 }
 
 

@@ -124,8 +124,8 @@ class Connection:
                 call = self.calls.get(target) if isinstance(target, int) else None
                 if call:
                     call.cancel()
-            elif msg.method == protocol.OVERLAY:
-                self.spawn(self.run(Call(-1, self.notify, self.id), protocol.OVERLAY, msg.params, reply=False))
+            elif msg.method in (protocol.OVERLAY, protocol.ACTIVE):
+                self.spawn(self.run(Call(-1, self.notify, self.id), msg.method, msg.params, reply=False))
             return
         if msg.kind == rpc.REQUEST:
             assert msg.id is not None and msg.method is not None

@@ -130,6 +130,16 @@ class Daemon:
         await self.workspaces.set_overlay(t.entry, t.rel, params.text, call.owner)
         return p.OverlayResult(path=t.rel, overlay=params.text is not None)
 
+    async def active(self, call: Call, params: p.ActiveParams) -> p.ActiveResult:
+        """Typing, as the language server sees it (throttled): a deferred sync keeps waiting. Never registers a
+        workspace or reads a file: only a workspace already held is marked."""
+        path = Path(params.path)
+        root = Path(params.workspace) if params.workspace else self.workspaces.known.nearest(path)
+        entry = self.workspaces.entries.get(root.resolve()) if root is not None and root.is_absolute() else None
+        if entry is not None:
+            entry.last_request = time.monotonic()
+        return p.ActiveResult(known=entry is not None)
+
     async def complete(self, call: Call, params: p.CompleteParams) -> p.CompleteResult:
         t0 = time.perf_counter()
         t = await self._file(params)

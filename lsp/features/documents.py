@@ -19,12 +19,17 @@ if TYPE_CHECKING:
     from banked.lsp.server import BankedServer
 
 OVERLAY_DEBOUNCE_S = 0.3
+# While the user types, the daemon hears so at most this often: a background re-prefill that would move what
+# completions run after waits for a pause (typing through a suggestion needs no daemon call, so without this
+# a long stretch of typing looked like idleness to the daemon, and its sync re-prefilled under the cursor).
+ACTIVE_EVERY_S = 1.0
 
 
 class Documents:
     def __init__(self, ls: BankedServer):
         self.ls = ls
         self.timers: dict[str, asyncio.TimerHandle] = {}
+        self._active_sent: dict[str, float] = {}
 
     # -- where a document is -----------------------------------------------------------------
 
@@ -56,6 +61,16 @@ class Documents:
             same = False  # a new, never-saved file
         if not same:  # opened with unsaved contents (a restored session, a new file)
             self.schedule(uri)
+
+    def typed(self, uri: str) -> None:
+        """A change in `uri`: tell the daemon the user is typing (throttled), and schedule the overlay."""
+        now = asyncio.get_running_loop().time()
+        path = self.path_of(uri)
+        if path is not None and now - self._active_sent.get(uri, -1e9) >= ACTIVE_EVERY_S:
+            self._active_sent[uri] = now
+            params = protocol.ActiveParams(path=str(path), workspace=self.root_of(path))
+            self.ls.link.notify(protocol.ACTIVE, protocol.encode(params))
+        self.schedule(uri)
 
     def schedule(self, uri: str) -> None:
         old = self.timers.pop(uri, None)
