@@ -134,8 +134,7 @@ function M.suggestion()
   return current and current.text or nil
 end
 
-local function insert(text)
-  local s = current
+local function insert(s, text)
   M.accepted = text -- what the last accept put in (the suggestion may have grown since it was first drawn)
   M.clear()
   cancel_pending()
@@ -146,38 +145,42 @@ local function insert(text)
   vim.api.nvim_win_set_cursor(0, { last_row + 1, last_col })
 end
 
-local function usable()
-  return current
-    and current.buf == vim.api.nvim_get_current_buf()
-    and vim.api.nvim_buf_get_changedtick(current.buf) == current.tick
+-- `s` is the suggestion shown when the key was pressed: a refresh may replace or clear `current`
+-- between the key and the scheduled accept, and the user accepts what they saw.
+local function usable(s)
+  s = s or current
+  return s and s.buf == vim.api.nvim_get_current_buf() and vim.api.nvim_buf_get_changedtick(s.buf) == s.tick
 end
 
-function M.accept()
-  if not usable() then
+function M.accept(s)
+  s = s or current
+  if not usable(s) then
     return false
   end
-  insert(current.text)
+  insert(s, s.text)
   return true
 end
 
-function M.accept_line()
-  if not usable() then
+function M.accept_line(s)
+  s = s or current
+  if not usable(s) then
     return false
   end
-  local first, rest = current.text:match("^([^\n]*\n?)(.*)$")
+  local first = s.text:match("^([^\n]*\n?)")
   if first == "" then
     return false
   end
-  insert(first)
+  insert(s, first)
   return true
 end
 
-function M.accept_word()
-  if not usable() then
+function M.accept_word(s)
+  s = s or current
+  if not usable(s) then
     return false
   end
-  local word = current.text:match("^%s*[%w_]+") or current.text:match("^%s*[^%w_%s]+") or current.text:sub(1, 1)
-  insert(word)
+  local word = s.text:match("^%s*[%w_]+") or s.text:match("^%s*[^%w_%s]+") or s.text:sub(1, 1)
+  insert(s, word)
   return true
 end
 
@@ -336,7 +339,10 @@ local function map(lhs, can, action, fallback)
   local tab = lhs:lower() == "<tab>"
   vim.keymap.set("i", lhs, function()
     if can() then
-      vim.schedule(action)
+      local shown = current -- what the user saw when pressing the key (see `usable`)
+      vim.schedule(function()
+        action(shown)
+      end)
       return ""
     end
     if tab and vim.snippet and vim.snippet.active({ direction = 1 }) then
