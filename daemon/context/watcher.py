@@ -21,6 +21,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -51,7 +52,8 @@ class Watcher:
         self._lock = threading.Lock()
         self._paths: set[str] = set()
         self._rescan = False
-        self._timer: threading.Timer | None = None
+        self._due = 0.0  # when the pending batch fires (monotonic): each event pushes it back
+        self._timer: threading.Thread | None = None  # one per pending batch, not one per event
         self._stopped = threading.Event()
         self._backend: _Inotify | _Watchdog = _Inotify(self) if sys.platform.startswith("linux") else _Watchdog(self)
 
@@ -64,11 +66,8 @@ class Watcher:
         self._backend.start()
 
     def stop(self) -> None:
-        self._stopped.set()
+        self._stopped.set()  # a pending batch's thread sees it and fires nothing
         self._backend.stop()
-        with self._lock:
-            if self._timer:
-                self._timer.cancel()
 
     def note(self, rel: str, rescan: bool = False) -> None:
         """A path changed (or, with `rescan`, something that needs a walk): fire a batch after the debounce."""
@@ -79,16 +78,23 @@ class Watcher:
                 self._rescan = True
             elif rel:
                 self._paths.add(rel)
-            if self._timer:
-                self._timer.cancel()
-            self._timer = threading.Timer(self.debounce_s, self._fire)
-            self._timer.daemon = True
-            self._timer.start()
+            self._due = time.monotonic() + self.debounce_s
+            if self._timer is None:
+                # A thread per batch, not a timer per event: an overflowing queue is 16,384 events read at
+                # once, and starting a thread for each took longer than the rescan they were waiting for.
+                self._timer = threading.Thread(target=self._fire, name=f"banked-batch-{self.root.name}", daemon=True)
+                self._timer.start()
 
     def _fire(self) -> None:
-        with self._lock:
-            paths, rescan = self._paths, self._rescan
-            self._paths, self._rescan, self._timer = set(), False, None
+        while True:
+            with self._lock:
+                left = self._due - time.monotonic()
+                if left <= 0:
+                    paths, rescan = self._paths, self._rescan
+                    self._paths, self._rescan, self._timer = set(), False, None
+                    break
+            if self._stopped.wait(left):
+                return
         if self._stopped.is_set():
             return
         if rescan:
