@@ -121,9 +121,9 @@ class Scheduler:
             started = job.future.running() or job.future.set_running_or_notify_cancel()
             kind = job.priority.name.lower()
             if job.cancelled() or not started:
+                self.outcomes[f"{kind}.cancelled"] += 1  # counted before the waiter can answer (below)
                 if not job.future.done():
                     job.future.set_exception(Cancelled(job.name))
-                self.outcomes[f"{kind}.cancelled"] += 1
                 self.running = None
                 continue
             t0 = time.perf_counter()
@@ -146,11 +146,13 @@ class Scheduler:
                 if result is YIELD and not job.cancelled():
                     with self._cond:
                         heapq.heappush(self._heap, _Entry(entry.priority, entry.seq, job))
+                # Counted before the future settles: its waiter answers the client at once, and a `status` the
+                # client sends next must already count the job (it did not, now and then: a CI failure).
                 elif job.cancelled() and result is YIELD:
-                    job.future.set_exception(Cancelled(job.name))
                     self.outcomes[f"{kind}.cancelled"] += 1
+                    job.future.set_exception(Cancelled(job.name))
                 else:
-                    job.future.set_result(result)
                     self.outcomes[f"{kind}.done"] += 1
+                    job.future.set_result(result)
             finally:
                 self.running = None
