@@ -83,15 +83,18 @@ local function render()
   })
 end
 
---- Ask the server for a completion at the cursor (trigger 1 = invoked, 2 = automatic).
-function M.request(trigger)
+--- Ask the server for a completion at the cursor (trigger 1 = invoked, 2 = automatic). `keep`: the text shown
+--- stays until the answer replaces it (a refresh, which only grows it: no flicker).
+function M.request(trigger, keep)
   local buf = vim.api.nvim_get_current_buf()
   local client = client_for(buf)
   if not client then
     return
   end
   cancel_pending()
-  M.clear()
+  if not keep then
+    M.clear()
+  end
   local win = vim.api.nvim_get_current_win()
   local cursor = vim.api.nvim_win_get_cursor(win)
   local tick = vim.api.nvim_buf_get_changedtick(buf)
@@ -116,12 +119,11 @@ function M.request(trigger)
     if type(items) ~= "table" or #items == 0 then
       return
     end
-    current = { buf = buf, row = cursor[1] - 1, col = cursor[2], tick = tick, items = items, index = 1 }
-    current.text = item_text(items[1])
-    if current.text == "" then
-      current = nil
+    local text = item_text(items[1])
+    if text == "" then
       return
     end
+    current = { buf = buf, row = cursor[1] - 1, col = cursor[2], tick = tick, items = items, index = 1, text = text }
     render()
   end, buf)
   if ok then
@@ -515,7 +517,7 @@ function M.setup(opts)
           and vim.lsp.util.buf_versions[buf] == params.version
           and vim.fn.mode() == "i"
         then
-          M.request(2)
+          M.request(2, true)
         end
       end,
     },
