@@ -157,16 +157,16 @@ def test_a_refresh_from_the_server_asks_again_at_that_version_only(nvim: Any) ->
 
 
 def test_tab_inserts_what_was_shown_when_a_refresh_clears_it_before_the_insert(nvim: Any) -> None:
-    """<Tab> is an expr map whose insert runs just after it; a `banked/refreshInline` arriving in between
-    asks again, which clears the ghost text until the new answer: the key must still insert what was shown
-    (it was lost, and CI's Neovim test timed out waiting for the insert)."""
+    """<Tab> is an expr map whose insert runs just after it; the suggestion may change in between (a refresh's
+    answer replaces it, a dismissal clears it): the key must still insert what was shown (it was lost, and
+    CI's Neovim test timed out waiting for the insert)."""
     n = nvim
     n.input("9GA2 * ")
     wait(lambda: ghost_marks(n), "ghost text extmarks")
     shown, keys = n.exec_lua(
         "local b = require('banked'); local shown = b.suggestion()"
         " local keys = vim.fn.maparg('<Tab>', 'i', false, true).callback()"  # the map: schedules the insert
-        " b.clear()"  # what the refresh's new request does first, before the scheduled insert runs
+        " b.clear()"  # the suggestion gone before the scheduled insert runs
         " return {shown, keys}"
     )
     assert keys == ""  # the key went to the suggestion, not into the buffer

@@ -147,16 +147,19 @@ local function insert(s, text)
   vim.api.nvim_win_set_cursor(0, { last_row + 1, last_col })
 end
 
--- `s` is the suggestion shown when the key was pressed: a refresh may replace or clear `current`
--- between the key and the scheduled accept, and the user accepts what they saw.
+-- The suggestion `s` (default: the one shown now) if it still fits the buffer, else nil. A key's action gets
+-- the suggestion shown when the key was pressed: a refresh's answer may replace `current`, or a dismissal
+-- clear it, between the key and the scheduled accept, and the user accepts what they saw.
 local function usable(s)
   s = s or current
-  return s and s.buf == vim.api.nvim_get_current_buf() and vim.api.nvim_buf_get_changedtick(s.buf) == s.tick
+  if s and s.buf == vim.api.nvim_get_current_buf() and vim.api.nvim_buf_get_changedtick(s.buf) == s.tick then
+    return s
+  end
 end
 
 function M.accept(s)
-  s = s or current
-  if not usable(s) then
+  s = usable(s)
+  if not s then
     return false
   end
   insert(s, s.text)
@@ -164,8 +167,8 @@ function M.accept(s)
 end
 
 function M.accept_line(s)
-  s = s or current
-  if not usable(s) then
+  s = usable(s)
+  if not s then
     return false
   end
   local first = s.text:match("^([^\n]*\n?)")
@@ -177,8 +180,8 @@ function M.accept_line(s)
 end
 
 function M.accept_word(s)
-  s = s or current
-  if not usable(s) then
+  s = usable(s)
+  if not s then
     return false
   end
   local word = s.text:match("^%s*[%w_]+") or s.text:match("^%s*[^%w_%s]+") or s.text:sub(1, 1)
